@@ -1,0 +1,207 @@
+"""Image I/O through SimpleITK, with the checks a user needs and atomic writes.
+
+Reads NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) and
+DICOM series folders. Writes NIfTI, NRRD and MHA through a temporary file in the
+target folder and a rename, so an interrupted or failed write never leaves a
+half-written file and never destroys an existing one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from spineseg.errors import InputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+READ_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def image_extension(path: PathLike) -> str:
+    """The image extension of ``path`` (``.nii.gz`` counts as one), lower case, or ''."""
+    name = Path(path).name.lower()
+    for ext in READ_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return ""
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).is_file() and image_extension(path) != ""
+
+
+def strip_image_extension(path: PathLike) -> str:
+    """File name without its image extension: ``case_01.nii.gz`` -> ``case_01``."""
+    name = Path(path).name
+    ext = image_extension(name)
+    return name[: -len(ext)] if ext else Path(name).stem
+
+
+def dicom_series(folder: PathLike) -> List[str]:
+    """File names of the single DICOM series in ``folder``; errors for none or several."""
+    folder = str(folder)
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    if not ids:
+        raise InputError(f"{folder}: no DICOM series found in this folder; give an image file or a DICOM series folder")
+    if len(ids) > 1:
+        raise InputError(
+            f"{folder}: folder holds {len(ids)} DICOM series ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}); "
+            "put each series in its own folder and pass one"
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, ids[0]))
+
+
+def read_image(path: PathLike, *, kind: str = "image") -> sitk.Image:
+    """Read a 3D scalar image from a file or DICOM series folder and check it.
+
+    ``kind`` is ``"image"`` (intensities must be finite and not constant) or
+    ``"label"`` (integer-valued; may be empty). Every problem raises
+    :class:`InputError` with a one-line message naming the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found; check the path")
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(dicom_series(p))
+            image = reader.Execute()
+        else:
+            if image_extension(p) == "" and not p.name.lower().endswith(".dcm"):
+                raise InputError(
+                    f"{p}: unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) or a DICOM folder"
+                )
+            image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()
+        reason = next((line.strip() for line in reversed(detail) if line.strip()), "unknown reason")
+        raise InputError(f"{p}: cannot read image (corrupt, truncated or not an image: {reason[:160]})") from None
+    check_image(image, p, kind=kind)
+    return image
+
+
+def check_image(image: sitk.Image, name: PathLike = "image", *, kind: str = "image") -> None:
+    """Raise :class:`InputError` unless ``image`` is a usable 3D scalar image."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name}: image has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector); "
+            "give a single-channel MR volume"
+        )
+    dim = image.GetDimension()
+    size = image.GetSize()
+    if dim != 3:
+        what = "2D" if dim == 2 else f"{dim}D"
+        raise InputError(f"{name}: image is {what} with size {size}; give a 3D volume (one time point, one channel)")
+    if min(size) < 1:
+        raise InputError(f"{name}: image is empty (size {size})")
+    array = sitk.GetArrayViewFromImage(image)
+    if kind == "image":
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise InputError(f"{name}: image has {bad} NaN or infinite voxels; fix or mask them before segmenting")
+        if array.size and array.min() == array.max():
+            raise InputError(f"{name}: image is constant (every voxel is {array.flat[0]}); it holds no anatomy to segment")
+    elif kind == "label":
+        if np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all() or not np.all(np.mod(array, 1) == 0):
+                raise InputError(f"{name}: label map has non-integer values; give an integer label map")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+
+
+def _check_output_path(path: Path, overwrite: bool) -> None:
+    if image_extension(path) not in WRITE_EXTENSIONS:
+        raise InputError(f"{path}: cannot write this file type; use .nii.gz, .nii, .nrrd or .mha")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name such as {path / 'label.nii.gz'}")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: output exists; pass --overwrite to replace it or choose another name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot create output folder ({exc.strerror}); choose a writable location") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: output folder is not writable; choose another output location")
+
+
+def check_writable(path: PathLike, *, overwrite: bool = False) -> Path:
+    """Check, before any work is done, that ``path`` can be written; returns it as a Path."""
+    p = Path(path)
+    _check_output_path(p, overwrite)
+    return p
+
+
+def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False, compress: bool = True) -> Path:
+    """Write ``image`` atomically: a temporary file beside the target, then a rename.
+
+    Refuses to replace an existing file unless ``overwrite``. On any failure
+    (disk full, permissions) the temporary file is removed and the target is
+    untouched.
+    """
+    p = Path(path)
+    _check_output_path(p, overwrite)
+    ext = image_extension(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{strip_image_extension(p)}.", suffix=f".tmp{ext}", dir=str(p.parent))
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        with open(tmp, "rb") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except (RuntimeError, OSError) as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{p}: cannot write image ({reason[:160]}); check free space and permissions") from None
+    return p
+
+
+def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write any file atomically (reports, JSON, model files), same rules as :func:`write_image`."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise InputError(f"{p}: output exists; pass --overwrite to replace it or choose another name")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise InputError(f"{p}: cannot write file ({exc.strerror or exc}); check free space and permissions") from None
+    return p
+
+
+def list_inputs(paths: List[PathLike]) -> List[Path]:
+    """Expand command-line inputs: files, folders of image files, DICOM series folders."""
+    out: List[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{p}: file not found; check the path")
+        if p.is_file():
+            out.append(p)
+            continue
+        images = sorted(q for q in p.iterdir() if is_image_file(q))
+        if images:
+            out.extend(images)
+        else:
+            dicom_series(p)  # raises for an empty or mixed folder
+            out.append(p)
+    return out
