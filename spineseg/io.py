@@ -7,8 +7,10 @@ half-written file and never destroys an existing one.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import List, Union
 
@@ -77,6 +79,8 @@ def read_image(path: PathLike, *, kind: str = "image") -> sitk.Image:
                 raise InputError(
                     f"{p}: unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) or a DICOM folder"
                 )
+            if p.name.lower().endswith(".gz"):
+                _check_gzip_complete(p)
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
@@ -84,6 +88,16 @@ def read_image(path: PathLike, *, kind: str = "image") -> sitk.Image:
         raise InputError(f"{p}: cannot read image (corrupt, truncated or not an image: {reason[:160]})") from None
     check_image(image, p, kind=kind)
     return image
+
+
+def _check_gzip_complete(path: Path) -> None:
+    """ITK reads a truncated .gz silently, zero-filling what is missing: check the stream ourselves."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{path}: file is truncated or corrupt ({exc}); copy or export it again") from None
 
 
 def check_image(image: sitk.Image, name: PathLike = "image", *, kind: str = "image") -> None:
