@@ -40,6 +40,7 @@ from spineseg.labels import SPINE, ClassInfo
 METRICS = ("dsc", "ppv", "sensitivity")
 METRIC_LABELS = {"dsc": "DSC", "ppv": "PPV", "sensitivity": "Sensitivity"}
 UNION_NAME = SPINE.name
+UNION_LABEL = f"{UNION_NAME} (all foreground)"
 BACKGROUND_NAME = "background"
 
 CONVENTIONS = (
@@ -235,7 +236,7 @@ def structure_rows(classes: Sequence[ClassInfo]) -> List[tuple]:
     """
     rows: List[tuple] = [(("classes", c.name), c.name) for c in classes]
     if len(classes) > 1:
-        rows.append((("union",), f"{UNION_NAME} (all foreground)"))
+        rows.append((("union",), UNION_LABEL))
         rows.append((("class_mean",), "mean over classes"))
     return rows
 
