@@ -199,7 +199,9 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path
             for k, v in r.items():
                 if k != "epoch" and k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
                     keys.append(k)
-    keys = sorted(keys, key=lambda k: (_CURVE_ORDER.index(k) if k in _CURVE_ORDER else len(_CURVE_ORDER), k))[:4]
+    # quality and schedule curves only; bookkeeping such as eta_s or windows/s is left out when both exist
+    wanted = [k for k in keys if k in _CURVE_ORDER or any(t in k for t in ("loss", "dsc", "dice"))]
+    keys = sorted(wanted or keys, key=lambda k: (_CURVE_ORDER.index(k) if k in _CURVE_ORDER else len(_CURVE_ORDER), k))[:4]
     if not keys:
         raise ValueError("learning curves hold no numeric values besides 'epoch'")
     fig = _figure(4.0 * len(keys), 3.4)

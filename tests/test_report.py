@@ -50,7 +50,8 @@ def _png_ok(path: Path) -> None:
 def test_evaluation_report_writes_every_file(tmp_path: Path, toy) -> None:
     data, cases = toy
     folds = {cid: i % 2 for i, cid in enumerate(sorted(cases))}
-    curves = {"0": [{"epoch": e, "loss": 1 / e, "val_dsc": 1 - 1 / (e + 1), "lr": 1e-3} for e in range(1, 6)],
+    curves = {"0": [{"epoch": e, "loss": 1 / e, "val_dsc": 1 - 1 / (e + 1), "lr": 1e-3, "eta_s": 9.0 - e}
+                    for e in range(1, 6)],
               "1": [{"epoch": e, "loss": 1.2 / e, "val_dsc": 1 - 1.2 / (e + 1), "lr": 1e-3} for e in range(1, 6)]}
     asked = []
 
@@ -90,6 +91,25 @@ def test_evaluation_report_writes_every_file(tmp_path: Path, toy) -> None:
     r = next(r for r in rows if r["case"] == "case0" and r["structure"] == "vertebra")
     assert float(r["dsc"]) == pytest.approx(cases["case0"]["classes"]["vertebra"]["dsc"])
     assert r["fold"] == "0" and int(r["tp"]) == cases["case0"]["classes"]["vertebra"]["tp"]
+
+
+def test_learning_curve_panels(tmp_path: Path, monkeypatch) -> None:
+    from spineseg.report import plot_learning_curves
+
+    curves = {0: [{"epoch": 1, "loss": 0.9, "val_dsc": None, "eta_s": 5.0, "windows_per_s": 30.0},
+                  {"epoch": 2, "loss": 0.5, "val_dsc": 0.4, "eta_s": 2.0, "windows_per_s": 31.0}]}
+    fig_titles = []
+    real_save = report_mod._save_png
+
+    def spy(fig, path, overwrite):
+        fig_titles.extend(ax.get_title() for ax in fig.axes)
+        return real_save(fig, path, overwrite)
+
+    monkeypatch.setattr(report_mod, "_save_png", spy)
+    _png_ok(plot_learning_curves(curves, tmp_path / "c.png"))
+    assert fig_titles == ["training loss", "validation DSC"]
+    with pytest.raises(ValueError, match="no numeric"):
+        plot_learning_curves({0: [{"epoch": 1}]}, tmp_path / "d.png")
 
 
 def test_report_refuses_to_overwrite_and_replaces_stale_overlays(tmp_path: Path, toy) -> None:
