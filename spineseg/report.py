@@ -422,6 +422,37 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
     return write_bytes_atomic(md.encode("utf-8"), out / "report.md", overwrite=overwrite)
 
 
+def read_evaluation(path: PathLike) -> Tuple[Dict[str, Dict[str, Any]], List[ClassInfo], Optional[Dict[str, Any]]]:
+    """(cases, classes, folds) from a report's metrics.json (or its folder), e.g. to pool runs again.
+
+    Undefined metrics come back as NaN, so the cases feed :func:`pool_metrics`
+    and :func:`write_ablation_report` exactly like fresh ones.
+    """
+    from spineseg.errors import InputError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: cannot read evaluation results ({exc}); give a report folder or its metrics.json") from None
+    if not isinstance(doc, dict) or doc.get("format") != "spineseg-evaluation":
+        raise InputError(f"{p}: not a SpineSeg metrics.json (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+
+    def nan(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: nan(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [nan(v) for v in obj]
+        return float("nan") if obj is None else obj
+
+    cases = {cid: {**nan({k: v for k, v in c.items() if k != "confusion_matrix"}),
+                   "confusion_matrix": c["confusion_matrix"]} for cid, c in doc["cases"].items()}
+    classes = [ClassInfo.from_dict(d) for d in doc["classes"]]
+    return cases, classes, doc.get("folds")
+
+
 def _report_markdown(title: str, cases: Mapping[str, Mapping[str, Any]], classes: Sequence[ClassInfo],
                      pooled: Mapping[str, Any], per_fold: Mapping[str, Any], folds: Optional[Mapping[str, Any]],
                      figures: Mapping[str, str], best: Optional[str], worst: Optional[str], notes: List[str]) -> str:

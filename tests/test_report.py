@@ -112,6 +112,23 @@ def test_learning_curve_panels(tmp_path: Path, monkeypatch) -> None:
         plot_learning_curves({0: [{"epoch": 1}]}, tmp_path / "d.png")
 
 
+def test_read_evaluation_round_trip(tmp_path: Path, toy) -> None:
+    from spineseg.report import read_evaluation
+
+    _, cases = toy
+    cases = dict(cases, empty=case_metrics(np.zeros(4, int), np.zeros(4, int), SPINE_CLASSES))  # NaN everywhere
+    folds = {c: 1 for c in cases}
+    write_evaluation_report(tmp_path, cases, SPINE_CLASSES, folds=folds)
+    back, classes, back_folds = read_evaluation(tmp_path)
+    assert classes == list(SPINE_CLASSES) and back_folds == folds
+    a, b = pool_metrics(cases, SPINE_CLASSES), pool_metrics(back, classes)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert np.isnan(back["empty"]["mean_dsc"])
+    with pytest.raises(InputError, match="not a SpineSeg"):
+        (tmp_path / "x.json").write_text("{}")
+        read_evaluation(tmp_path / "x.json")
+
+
 def test_report_refuses_to_overwrite_and_replaces_stale_overlays(tmp_path: Path, toy) -> None:
     data, cases = toy
     write_evaluation_report(tmp_path, cases, SPINE_CLASSES, overlays=lambda c: data[c])
