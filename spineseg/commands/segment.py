@@ -1,0 +1,227 @@
+"""``spineseg segment``: label spine structures in MR volumes with a SpineSeg model.
+
+All-or-nothing: every output is checked before any work starts, and on an error
+or a cancel the outputs this run already wrote are removed again, so a failed
+run leaves the output location as it found it.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+NAME = "segment"
+HELP = "Segment vertebrae, discs and the spinal canal in sagittal MR volumes."
+SUFFIX = "_seg"
+PROB_SUFFIX = "_probabilities"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images or DICOM series folders")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output label file (one input) or folder (outputs named <input>_seg.nii.gz)")
+    parser.add_argument("--model", help="model folder (model.json + weights); default: the bundled model")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch (PyTorch) or onnx (ONNX Runtime, no PyTorch needed; run 'spineseg export' first)")
+    parser.add_argument("--n4", action=argparse.BooleanOptionalAction, default=None,
+                        help="N4 bias-field correction (default: what the model was trained with)")
+    parser.add_argument("--n4-shrink", type=int, metavar="N", help="N4 shrink factor (default: the model's)")
+    parser.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
+                        help="sliding-window size in slices and in-plane voxels (default: the model's training window)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction (default 0.5)")
+    parser.add_argument("--tile", action="store_true",
+                        help="run whole in-plane slabs instead of windows (faster on a GPU; more memory)")
+    parser.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast on the GPU (default on; ignored on the CPU)")
+    parser.add_argument("--binary", action="store_true", help="write one 'spine' label (union of all classes)")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write the class probabilities (<output>_probabilities.nii.gz, one channel per class)")
+    parser.add_argument("--keep-largest", action="store_true", help="keep the largest connected component of each class")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--json", action="store_true", help="print JSON lines (progress, done, error) on stdout")
+
+
+def _probability_path(label_path: Path) -> Path:
+    from spineseg.io import image_extension, strip_image_extension
+
+    ext = image_extension(label_path) or ".nii.gz"
+    return label_path.with_name(strip_image_extension(label_path) + PROB_SUFFIX + ext)
+
+
+def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwrite: bool) -> List[Tuple[Path, Optional[Path]]]:
+    """Output label (and probability) path per input; checks they can all be written before any work."""
+    from spineseg.errors import InputError
+    from spineseg.io import check_writable, image_extension, strip_image_extension
+
+    out = Path(output)
+    if len(inputs) == 1 and image_extension(out) and not out.is_dir():
+        labels = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: with {len(inputs)} inputs the output must be a folder; give a folder name")
+        if image_extension(out):
+            raise InputError(f"{out}: with several inputs the output must be a folder, not an image file name")
+        labels = [out / f"{strip_image_extension(p) if p.is_file() else p.name}{SUFFIX}.nii.gz" for p in inputs]
+    seen: Dict[Path, Path] = {}
+    for src, dst in zip(inputs, labels):
+        if dst in seen:
+            raise InputError(f"{src} and {seen[dst]} would both be written to {dst}; segment them into separate folders")
+        seen[dst] = src
+    planned = [(lbl, _probability_path(lbl) if probabilities else None) for lbl in labels]
+    for lbl, prob in planned:
+        for path in (lbl, prob):
+            if path is None:
+                continue
+            if any(path.resolve() == p.resolve() for p in inputs):
+                raise InputError(f"{path}: output would replace an input; choose another output name")
+            check_writable(path, overwrite=overwrite)
+    return planned
+
+
+class _CancelFlag:
+    """SIGTERM/SIGINT set a flag the engine checks between batches; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def _handle(self, signum, frame) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    from spineseg.errors import InputError
+
+    if args.model:
+        path = Path(args.model)
+        if not path.exists():
+            raise InputError(f"{path}: model not found; give a SpineSeg model folder (with model.json)")
+        return path
+    from spineseg import modelfile
+
+    default = modelfile.default_model_path() if hasattr(modelfile, "default_model_path") else None
+    if default is None:
+        raise InputError("no model given and no bundled default model is installed; pass --model DIR "
+                         "(a folder with model.json, e.g. made by 'spineseg train')")
+    return Path(default)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spineseg.errors import Cancelled, InputError
+    from spineseg.progress import Reporter
+
+    reporter = Reporter(json_mode=args.json, label="segment")
+    cancel = _CancelFlag()
+    written: List[Path] = []
+    created_dirs: List[Path] = []
+    try:
+        results = _segment_all(args, reporter, cancel, written, created_dirs)
+    except BaseException as exc:
+        _rollback(written, created_dirs)
+        code = 2 if isinstance(exc, InputError) else 130 if isinstance(exc, (Cancelled, KeyboardInterrupt)) else 1
+        message = str(exc) or ("cancelled" if code == 130 else type(exc).__name__)
+        reporter.close()
+        reporter.event("error", message=message, exit_code=code)
+        raise
+    finally:
+        cancel.restore()
+    reporter.close()
+    if args.json:
+        reporter.event("done", outputs=results)
+    else:
+        for r in results:
+            print(f"{r['input']} -> {r['output']} ({r['seconds']:.1f} s)")
+    sys.stdout.flush()
+    return 0
+
+
+def _rollback(written: List[Path], created_dirs: List[Path]) -> None:
+    for path in written:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    for folder in reversed(created_dirs):
+        try:
+            folder.rmdir()  # only if still empty
+        except OSError:
+            pass
+
+
+def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], created_dirs: List[Path]) -> List[Dict[str, Any]]:
+    from spineseg.inference import InferenceOptions, load, segment_image
+    from spineseg.io import image_extension, list_inputs, read_image, write_image
+
+    options = InferenceOptions(
+        device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink,
+        window=tuple(args.window) if args.window else None, overlap=args.overlap, tile=args.tile, batch=args.batch,
+        amp=args.amp, binary=args.binary, probabilities=args.probabilities, keep_largest=args.keep_largest)
+    options.check()
+    inputs = list_inputs(args.inputs)
+    out_root = Path(args.output)
+    single_file = len(inputs) == 1 and bool(image_extension(out_root)) and not out_root.is_dir()
+    folder = out_root.parent if single_file else out_root
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite)
+    created_dirs.extend(p for p in reversed(missing) if p.is_dir())
+    model_path = _model_path(args)
+    cancel.install()
+    backend = load(model_path, options)
+    results = []
+    n = len(inputs)
+    for i, (src, (label_path, prob_path)) in enumerate(zip(inputs, planned)):
+        t0 = time.perf_counter()
+        image = read_image(src)
+
+        def progress(fraction: float, message: str, _i=i, _name=src.name) -> None:
+            reporter((_i + fraction) / n, f"{_name}: {message}" if n > 1 else message)
+
+        result = segment_image(image, backend, options=options, progress=progress, cancel=cancel)
+        if cancel():
+            from spineseg.errors import Cancelled
+
+            raise Cancelled("segmentation cancelled")
+        write_image(result.label, label_path, overwrite=args.overwrite)
+        written.append(label_path)
+        if prob_path is not None and result.probabilities is not None:
+            write_image(result.probabilities, prob_path, overwrite=args.overwrite)
+            written.append(prob_path)
+        entry: Dict[str, Any] = {
+            "input": str(src), "output": str(label_path),
+            "classes": [c.to_dict() for c in result.classes],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "backend": backend.name, "device": str(backend.device),
+        }
+        if prob_path is not None:
+            entry["probabilities"] = str(prob_path)
+        if result.warnings:
+            entry["warnings"] = result.warnings
+        results.append(entry)
+    reporter(1.0, "done")
+    return results

@@ -1,0 +1,303 @@
+"""Predictors: the same model run through PyTorch or through ONNX Runtime.
+
+Each backend turns a preprocessed canonical volume (C, D, H, W) into channel
+indices (argmax or threshold) and, on request, blended probabilities. The torch
+backend stitches with MONAI's ``sliding_window_inference`` on the device (the
+blend stays on the GPU); the ONNX backend uses the NumPy stitcher in
+:mod:`spineseg.inference.sliding` and never imports torch, so it works where
+PyTorch is not installed (most Slicer installs).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from spineseg.errors import Cancelled, InputError
+from spineseg.inference import sliding
+from spineseg.inference.postprocess import decide
+from spineseg.labels import ClassInfo
+
+ProgressFn = Optional[Callable[[float, str], None]]
+CancelFn = Optional[Callable[[], bool]]
+BACKENDS = ("torch", "onnx")
+#: ONNX metadata key holding the in-plane multiple the exported graph needs
+ONNX_MULTIPLE_KEY = "spineseg.multiple"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What inference needs from a model header, checked for consistency."""
+
+    path: Path
+    name: str
+    task: str
+    classes: Tuple[ClassInfo, ...]
+    in_channels: int
+    out_channels: int
+    window: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    preprocessing: dict
+    onnx_file: Optional[str]
+    onnx_sha256: Optional[str]
+
+
+def model_info(path) -> ModelInfo:
+    """Read and check a model's header (torch-free)."""
+    from spineseg.modelfile import read_header
+
+    p = Path(path)
+    h = read_header(p)
+    classes = tuple(c if isinstance(c, ClassInfo) else ClassInfo.from_dict(c) for c in h.classes)
+    arch = h.architecture
+    out_channels = int(arch["out_channels"])
+    expected = 1 if h.task == "binary" else 1 + len(classes)
+    if h.task not in ("binary", "multiclass"):
+        raise InputError(f"{p}: model task {h.task!r} is not 'binary' or 'multiclass'; the model file is damaged")
+    if out_channels != expected:
+        raise InputError(
+            f"{p}: model/class mismatch: the network has {out_channels} output channels but the header lists "
+            f"{len(classes)} classes for a {h.task} model ({expected} channels); fix the model's classes or re-export it"
+        )
+    onnx = h.onnx if isinstance(getattr(h, "onnx", None), dict) else None
+    return ModelInfo(
+        path=p, name=str(h.name), task=str(h.task), classes=classes, in_channels=int(arch.get("in_channels", 1)),
+        out_channels=out_channels, window=tuple(int(v) for v in h.window),
+        spacing=tuple(float(v) for v in h.spacing), preprocessing=dict(h.preprocessing),
+        onnx_file=onnx.get("file") if onnx else None, onnx_sha256=onnx.get("sha256") if onnx else None,
+    )
+
+
+def probabilities_np(logits: np.ndarray, task: str) -> np.ndarray:
+    """Sigmoid (binary) or softmax over axis 1 (multiclass), float32."""
+    logits = logits.astype(np.float32, copy=False)
+    if task == "binary":
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+class OnnxBackend:
+    """Runs ``model.onnx`` with onnxruntime and the NumPy stitcher; imports no torch."""
+
+    name = "onnx"
+
+    def __init__(self, info: ModelInfo, device: str = "auto") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InputError("the onnx backend needs onnxruntime; install it (pip install onnxruntime) "
+                             "or use --backend torch") from None
+        if not info.onnx_file:
+            raise InputError(f"{info.path}: model has no ONNX file; create it with "
+                             f"'spineseg export {info.path} --onnx' or use --backend torch")
+        onnx_path = info.path / info.onnx_file
+        if not onnx_path.is_file():
+            raise InputError(f"{onnx_path}: ONNX file listed in the model header is missing; "
+                             f"run 'spineseg export {info.path} --onnx' again")
+        if info.onnx_sha256 and sha256_file(onnx_path) != info.onnx_sha256:
+            raise InputError(f"{onnx_path}: ONNX file does not match the checksum in model.json (changed or "
+                             f"damaged); run 'spineseg export {info.path} --onnx --overwrite' again")
+        self.info = info
+        available = ort.get_available_providers()
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in available:
+                raise InputError(f"device {device!r}: this onnxruntime has no CUDA support; "
+                                 "use --device cpu or install onnxruntime-gpu")
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers: List = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        elif device == "auto" and "CUDAExecutionProvider" in available:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputError(f"{onnx_path}: cannot load ONNX model ({str(exc).splitlines()[0][:160]}); "
+                             "export it again") from None
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.multiple = int(meta.get(ONNX_MULTIPLE_KEY, "1"))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        if ph or pw:
+            x = np.pad(x, [(0, 0)] * 3 + [(0, ph), (0, pw)])
+        y = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return y[..., :h, :w]
+
+    def predict_volume(self, volume: np.ndarray, *, window: Sequence[int], overlap: float, batch: int,
+                       amp: bool = False, want_probabilities: bool = False, progress: ProgressFn = None,
+                       cancel: CancelFn = None, fallback_window: Optional[Sequence[int]] = None,
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(C, D, H, W) -> channel indices (D, H, W) uint8 and optionally probabilities (K, D, H, W)."""
+        task = self.info.task
+        probs = sliding.sliding_window(
+            volume, lambda x: probabilities_np(self._logits(x), task), window=window, overlap=overlap,
+            batch_size=batch, progress=progress, cancel=cancel)
+        return decide(probs, task), (probs if want_probabilities else None)
+
+
+# --------------------------------------------------------------------------- PyTorch
+class _DeviceOutOfMemory(Exception):
+    """A single window does not fit on the device."""
+
+
+def resolve_torch_device(device: str):
+    """``auto`` -> cuda when available, else cpu; checks that a requested CUDA device exists."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
+        return dev
+    raise InputError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+class SplittingForward:
+    """Calls the network on a batch of windows; on GPU out-of-memory, retries in halves and remembers the size.
+
+    A single window that still does not fit raises :class:`_DeviceOutOfMemory` so the
+    caller can move to the CPU.
+    """
+
+    def __init__(self, network: Callable, on_warning: Callable[[str], None] = lambda m: warnings.warn(m)) -> None:
+        self.network = network
+        self.max_batch: Optional[int] = None
+        self.on_warning = on_warning
+
+    def __call__(self, x):
+        import torch
+
+        n = int(x.shape[0])
+        step = self.max_batch
+        if step is not None and n > step:
+            return torch.cat([self(x[i:i + step]) for i in range(0, n, step)])
+        try:
+            return self.network(x)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if n == 1:
+                raise _DeviceOutOfMemory() from None
+            self.max_batch = max(1, n // 2)
+            self.on_warning(f"out of GPU memory with {n} windows per batch; retrying with {self.max_batch}")
+            return self(x)
+
+
+class TorchBackend:
+    """Runs the safetensors weights with PyTorch; MONAI's Gaussian sliding window on the device."""
+
+    name = "torch"
+
+    def __init__(self, info: ModelInfo, device: str = "auto", *, loaded=None) -> None:
+        self.info = info
+        self.device = resolve_torch_device(device)
+        if loaded is None:
+            from spineseg.modelfile import load_model
+
+            loaded = load_model(info.path, device=str(self.device))
+        self.loaded = loaded
+        self.network = self.loaded.network.to(self.device).eval()
+
+    def _run(self, volume: np.ndarray, device, *, window, overlap, batch, amp, want_probabilities,
+             progress: ProgressFn, cancel: CancelFn):
+        import torch
+        from monai.inferers import sliding_window_inference
+
+        network = self.network.to(device)
+        task = self.info.task
+        x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None].to(device)
+        padded = tuple(max(int(s), int(w)) for s, w in zip(volume.shape[1:], window))
+        total = len(sliding.window_grid(padded, window, overlap))
+        done = [0]
+        forward = SplittingForward(network)
+        use_amp = bool(amp) and device.type == "cuda"
+
+        def predictor(windows):
+            if cancel is not None and cancel():
+                raise Cancelled("inference cancelled")
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = forward(windows)
+            logits = logits.float()
+            out = torch.sigmoid(logits) if task == "binary" else torch.softmax(logits, dim=1)
+            done[0] += int(windows.shape[0])
+            if progress is not None:
+                progress(min(1.0, done[0] / total), "inference")
+            return out
+
+        with torch.inference_mode():
+            probs = sliding_window_inference(
+                x, roi_size=tuple(int(w) for w in window), sw_batch_size=max(1, int(batch)), predictor=predictor,
+                overlap=float(overlap), mode="gaussian", sigma_scale=0.125, padding_mode="constant", cval=0.0)[0]
+            if task == "binary":
+                indices = (probs[0] >= 0.5).to(torch.uint8)
+            else:
+                indices = torch.argmax(probs, dim=0).to(torch.uint8)
+            indices_np = indices.cpu().numpy()
+            probs_np = probs.cpu().numpy() if want_probabilities else None
+        return indices_np, probs_np
+
+    def predict_volume(self, volume: np.ndarray, *, window: Sequence[int], overlap: float, batch: int,
+                       amp: bool = True, want_probabilities: bool = False, progress: ProgressFn = None,
+                       cancel: CancelFn = None, fallback_window: Optional[Sequence[int]] = None,
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``fallback_window``: the training window to retry with when a large tile does not fit."""
+        import torch
+
+        kwargs = dict(overlap=overlap, batch=batch, amp=amp, want_probabilities=want_probabilities,
+                      progress=progress, cancel=cancel)
+        try:
+            return self._run(volume, self.device, window=window, **kwargs)
+        except _DeviceOutOfMemory:
+            if self.device.type == "cpu":
+                raise
+        if fallback_window is not None and tuple(fallback_window) != tuple(window):
+            torch.cuda.empty_cache()
+            warnings.warn("a whole tile does not fit in GPU memory; using sliding windows instead")
+            try:
+                return self._run(volume, self.device, window=fallback_window, **kwargs)
+            except _DeviceOutOfMemory:
+                pass
+            window = fallback_window
+        torch.cuda.empty_cache()
+        warnings.warn("out of GPU memory even with one window per batch; continuing on the CPU (slower)")
+        return self._run(volume, torch.device("cpu"), window=window, **kwargs)
+
+
+def open_backend(model_path, backend: str = "torch", device: str = "auto"):
+    """Load a model for inference with ``backend`` ('torch' or 'onnx')."""
+    info = model_info(model_path)
+    if backend == "onnx":
+        return OnnxBackend(info, device)
+    if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise InputError("the torch backend needs PyTorch; install it or use --backend onnx") from None
+        return TorchBackend(info, device)
+    raise InputError(f"backend {backend!r}: use torch or onnx")

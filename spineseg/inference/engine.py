@@ -1,0 +1,186 @@
+"""The inference engine the CLI and the Slicer module share.
+
+``segment_image``: canonicalise and preprocess (as the model header says), run
+the backend's sliding window (or whole in-plane tiles), decide classes, clean
+up, and map back to the input's exact voxel grid. Torch is imported only by the
+torch backend, so the ONNX path runs without PyTorch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from spineseg.errors import Cancelled, InputError
+from spineseg.geometry import CanonicalFrame
+from spineseg.inference import postprocess
+from spineseg.inference.backends import BACKENDS, open_backend
+from spineseg.labels import SPINE, ClassInfo
+
+ProgressFn = Optional[Callable[[float, str], None]]
+CancelFn = Optional[Callable[[], bool]]
+
+# share of the progress bar per stage (N4 dominates on CPU when it is on)
+_PREP_SHARE_N4, _PREP_SHARE_PLAIN, _POST_SHARE = 0.35, 0.05, 0.05
+
+
+@dataclass
+class InferenceOptions:
+    """How to run a model; ``None`` means "what the model header says" or the device's best choice."""
+
+    device: str = "auto"
+    backend: str = "torch"
+    n4: Optional[bool] = None
+    n4_shrink: Optional[int] = None
+    window: Optional[Tuple[int, int, int]] = None
+    overlap: float = 0.5
+    tile: bool = False
+    batch: int = 4
+    amp: Optional[bool] = None  # None: bf16 autocast on GPU, off on CPU
+    binary: bool = False
+    probabilities: bool = False
+    keep_largest: bool = False
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend {self.backend!r}: use torch or onnx")
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise InputError(f"overlap {self.overlap}: use a fraction in [0, 1), e.g. 0.5")
+        if int(self.batch) < 1:
+            raise InputError(f"batch {self.batch}: use an integer >= 1")
+        if self.window is not None and (len(self.window) != 3 or min(int(v) for v in self.window) < 1):
+            raise InputError(f"window {self.window}: give three positive sizes D H W, e.g. 12 128 128")
+        if self.n4_shrink is not None and int(self.n4_shrink) < 1:
+            raise InputError(f"N4 shrink factor {self.n4_shrink}: use an integer >= 1")
+
+
+@dataclass
+class SegmentationResult:
+    """``label``: uint8 label map on the input's grid; ``probabilities``: vector image (one channel per
+    network output) when asked for; ``classes``: the values, names and colours present in ``label``'s scheme."""
+
+    label: sitk.Image
+    classes: List[ClassInfo]
+    probabilities: Optional[sitk.Image] = None
+    seconds: float = 0.0
+    timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+
+def load(model: Union[str, Path], options: InferenceOptions):
+    """Open a model directory with the backend and device of ``options`` (reuse it for many images)."""
+    options.check()
+    return open_backend(model, options.backend, options.device)
+
+
+def check_intensities(image: sitk.Image) -> Optional[str]:
+    """A warning text when the image does not look like an MR magnitude image (CT, a label map, ...)."""
+    array = sitk.GetArrayViewFromImage(image)
+    lo = float(array.min())
+    if lo < -100.0:
+        return (f"intensities go down to {lo:.4g}, which MR magnitude images never do (CT in HU?); "
+                "the model was trained on T2 MR and the result may be meaningless")
+    sample = array.ravel()[:: max(1, array.size // 200000)]
+    if np.unique(sample).size <= 8:
+        return ("the image has only a handful of distinct values (a label map or mask?); "
+                "the model expects a T2 MR image")
+    return None
+
+
+def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, float]) -> Optional[str]:
+    ours = frame.canonical_spacing
+    worst = max(max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, model_spacing))
+    if worst > 2.0:
+        return (f"voxel spacing {tuple(round(s, 3) for s in ours)} mm (slice, in-plane) is far from the model's "
+                f"{tuple(round(s, 3) for s in model_spacing)} mm; results may be poor")
+    return None
+
+
+def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOptions] = None,
+                  progress: ProgressFn = None, cancel: CancelFn = None) -> SegmentationResult:
+    """Segment one volume. ``model``: a model directory or a backend from :func:`load`.
+
+    The label map has the input's size, spacing, origin and direction. Raises
+    :class:`Cancelled` (checked between batches and preprocessing steps) and
+    :class:`InputError` for unusable input; writes nothing.
+    """
+    options = options or InferenceOptions()
+    options.check()
+    backend = load(model, options) if isinstance(model, (str, Path)) else model
+    info = backend.info
+    report = progress or (lambda f, m: None)
+    t0 = time.perf_counter()
+    timings: Dict[str, float] = {}
+    notes: List[str] = []
+
+    def warn(text: Optional[str]) -> None:
+        if text:
+            notes.append(text)
+            warnings.warn(text, stacklevel=3)
+
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise InputError("image must be a 3D single-channel volume")
+    warn(check_intensities(image))
+    frame = CanonicalFrame.of(image)
+    warn(_check_spacing(frame, info.spacing))
+
+    from spineseg.preprocessing import PreprocessingConfig
+
+    config = PreprocessingConfig.from_dict(info.preprocessing)
+    if options.n4 is not None:
+        config.n4 = bool(options.n4)
+    if options.n4_shrink is not None:
+        config.n4_shrink = int(options.n4_shrink)
+    prep_share = _PREP_SHARE_N4 if config.n4 else _PREP_SHARE_PLAIN
+    infer_share = 1.0 - prep_share - _POST_SHARE
+    report(0.0, "N4 bias correction" if config.n4 else "preprocessing")
+    array = config.apply(image, progress=lambda f, m="": report(prep_share * float(f), m or "N4 bias correction"),
+                         cancel=cancel)
+    timings["preprocess_s"] = time.perf_counter() - t0
+    if cancel is not None and cancel():
+        raise Cancelled("inference cancelled")
+
+    window = tuple(int(v) for v in (options.window or info.window))
+    train_window = window
+    if options.tile:
+        # whole in-plane slabs: the networks' norms do not depend on the window size
+        window = (window[0], frame.shape[1], frame.shape[2])
+    t1 = time.perf_counter()
+    amp = options.amp if options.amp is not None else True
+    indices, probs = backend.predict_volume(
+        array[None], window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
+        want_probabilities=options.probabilities,
+        progress=lambda f, m="": report(prep_share + infer_share * float(f), m or "inference"),
+        cancel=cancel, fallback_window=train_window)
+    timings["inference_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    report(prep_share + infer_share, "post-processing")
+    classes = list(info.classes)
+    if info.task == "binary":
+        label = indices  # 0/1 already
+        values = [classes[0].value] if classes else [1]
+        label = postprocess.indices_to_values(label, values)
+    else:
+        label = postprocess.indices_to_values(indices, [c.value for c in classes])
+    if options.binary and info.task != "binary":
+        label = postprocess.union(label)
+        classes = [SPINE]
+    if options.keep_largest:
+        label = postprocess.keep_largest(label, [c.value for c in classes])
+    label_image = frame.image_from_canonical(label.astype(np.uint8))
+    prob_image = None
+    if probs is not None:
+        moved = np.moveaxis(frame.from_canonical(probs), 0, -1)  # (z, y, x, K)
+        prob_image = sitk.GetImageFromArray(np.ascontiguousarray(moved, dtype=np.float32), isVector=True)
+        prob_image.CopyInformation(label_image)
+    timings["postprocess_s"] = time.perf_counter() - t2
+    report(1.0, "done")
+    return SegmentationResult(label=label_image, classes=classes, probabilities=prob_image,
+                              seconds=time.perf_counter() - t0, timings=timings, warnings=notes)
