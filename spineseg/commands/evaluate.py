@@ -35,6 +35,10 @@ IMAGE_SUFFIX = "_image"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Cases in folders are matched by name: the file name without its extension, without one "
+                     "trailing _seg, _pred or _label, then without a trailing _image (case7_image_seg.nii.gz, "
+                     "case7_pred.nrrd, case7_label.nii.gz and case7.mha are all case7). Files named <case>_image.* "
+                     "in PRED or GT are skipped as images. Exit 0 ok, 2 bad input (nothing written).")
     parser.add_argument("pred", metavar="PRED", help="predicted label map, or a folder of them")
     parser.add_argument("gt", metavar="GT", help="ground-truth label map, or a folder of them (a training-data folder works)")
     parser.add_argument("-o", "--output", required=True, metavar="REPORT", help="report folder to write")
