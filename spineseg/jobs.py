@@ -427,3 +427,18 @@ def model_summary(path: Optional[Path]) -> str:
     arch = data.get("architecture", {}).get("name", "?") if isinstance(data.get("architecture"), dict) else "?"
     onnx = " + ONNX" if data.get("onnx") else ""
     return f"{data.get('name', path.name)} ({arch}{onnx}): {names or 'no classes'}"
+
+
+def result_classes(done: Optional[Dict[str, Any]], model_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """The classes of a finished segmentation: from the done event's first output, else from
+    ``model.json`` of ``model_dir``. Raises ValueError when neither names any class."""
+    import json
+
+    outputs = (done or {}).get("outputs") or []
+    if outputs and isinstance(outputs[0], dict) and outputs[0].get("classes"):
+        return list(outputs[0]["classes"])
+    if model_dir is not None and (Path(model_dir) / "model.json").is_file():
+        data = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("classes"):
+            return list(data["classes"])
+    raise ValueError("the segmentation result names no classes (neither the done event nor model.json)")

@@ -259,3 +259,14 @@ def test_model_summary(tmp_path):
 def test_bundled_model_dir_is_none_or_a_model():
     path = jobs.bundled_model_dir()
     assert path is None or (path / "model.json").is_file()
+
+
+def test_result_classes(tmp_path):
+    from spineseg.jobs import result_classes
+
+    done = {"event": "done", "outputs": [{"classes": [{"value": 1, "name": "spine", "color": [1, 2, 3]}]}]}
+    assert result_classes(done)[0]["name"] == "spine"
+    (tmp_path / "model.json").write_text(json.dumps({"classes": [{"value": 2, "name": "disc"}]}))
+    assert result_classes({"event": "done", "outputs": [{}]}, tmp_path) == [{"value": 2, "name": "disc"}]
+    with pytest.raises(ValueError, match="names no classes"):
+        result_classes(None, None)
