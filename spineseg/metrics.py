@@ -87,7 +87,11 @@ def _as_index(array: np.ndarray, labels: Sequence[int], what: str) -> np.ndarray
 
 def unexpected_values(array: np.ndarray, labels: Iterable[int]) -> List[int]:
     """Label values in ``array`` that are not in ``labels`` (sorted); empty when all are known."""
-    present = np.unique(np.asarray(array))
+    a = np.asarray(array)
+    if a.dtype.kind in "iub" and a.size and 0 <= a.min() and a.max() < 1 << 16:
+        present = np.flatnonzero(np.bincount(a.ravel().astype(np.intp, copy=False)))  # far faster than a sort
+    else:
+        present = np.unique(a)
     allowed = set(int(v) for v in labels)
     return [int(v) if float(v).is_integer() else float(v) for v in present if v not in allowed]
 
