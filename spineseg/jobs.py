@@ -152,8 +152,8 @@ def failure_message(returncode: Optional[int], *, error_event: Optional[Dict[str
         detail = str(error_event["message"])
     if not detail:
         detail = error_line(stderr_lines)
-    if "No module named" in detail:
-        module = detail.split("No module named", 1)[1].strip(" '\".")
+    module = detail.split("No module named", 1)[1].strip(" '\".") if "No module named" in detail else ""
+    if module and not module.startswith("spineseg"):  # a missing spineseg module is a broken install: a bug
         return _sentence(f"Segmentation could not start: the Python package '{module}' is missing; "
                          "install it from the SpineSeg UNet panel (it offers to) or with pip")
     if returncode == EXIT_INPUT:

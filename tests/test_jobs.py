@@ -270,3 +270,28 @@ def test_result_classes(tmp_path):
     assert result_classes({"event": "done", "outputs": [{}]}, tmp_path) == [{"value": 2, "name": "disc"}]
     with pytest.raises(ValueError, match="names no classes"):
         result_classes(None, None)
+
+
+def test_missing_spineseg_module_is_a_bug_not_a_package_to_install():
+    msg = failure_message(1, error_event={"event": "error", "message": "No module named 'spineseg.modelfile'",
+                                          "exit_code": 1})
+    assert "internal error" in msg and "install" not in msg
+
+
+def test_job_with_the_real_cli_reports_bad_input(tmp_path):
+    """The real ``spineseg segment`` run the way the Slicer module runs it: a missing input exits 2
+    with an error event, and the module's sentence names the file; nothing is written."""
+    from spineseg.cli import build_parser
+
+    sub = [a for a in build_parser()._actions if a.dest == "command"][0]
+    if "segment" not in sub.choices:
+        pytest.skip("spineseg segment not written yet")
+    missing = tmp_path / "missing.nii.gz"
+    out = tmp_path / "out" / "seg.nii.gz"
+    argv = segment_command(sys.executable, [str(missing)], str(out),
+                           SegmentOptions(model=str(tmp_path), device="cpu", backend="onnx", n4=False))
+    job = Job(argv, env=child_environment(), cwd=str(tmp_path)).start()
+    assert job.wait(timeout=120) == 2
+    assert job.error is not None and job.error["exit_code"] == 2
+    assert job.failure() == f"Segmentation failed: {missing}: file not found; check the path."
+    assert not out.exists()
