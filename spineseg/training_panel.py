@@ -1,0 +1,665 @@
+"""What the SpineSeg Training panel does that needs neither Qt nor MRML.
+
+The Slicer module (``SpineSegTraining/``) only wires widgets to these helpers, so
+they are tested here with pytest:
+
+* :class:`TrainingOptions` and :func:`build_command`: the panel's choices as a
+  ``python -m spineseg train|cv ... --json`` command line, or a
+  ``torchrun --nproc_per_node N -m spineseg train ...`` one (run as
+  ``python -m torch.distributed.run``, the module behind the ``torchrun`` script,
+  because Slicer's Python has no ``torchrun`` on its PATH) when several GPUs are chosen.
+* :class:`RunMonitor`: turns the JSON lines of a run (epoch / fold / progress /
+  done / error) into log lines, an overall fraction with an ETA, and loss and
+  validation-DSC curves per model and fold (:class:`CurveSeries`).
+* :func:`read_results`: the cross-validation table (models x DSC / PPV / sensitivity
+  per structure) from a finished run folder's ``ablation.json`` or ``metrics.json``.
+* :func:`find_resumable_run`, :func:`find_trained_model`: what Resume and "Use this
+  model" act on. :func:`add_user_model`: the ``SpineSeg/UserModels`` setting list that
+  the SpineSeg UNet model selector reads.
+* :func:`headless_main`: the body of ``SpineSegTraining/Scripts/train.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, Union
+
+from spineseg.jobs import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, format_eta
+
+PathLike = Union[str, Path]
+
+MODES = ("train", "cv")
+PRESETS = ("default", "paper")
+DEVICES = ("auto", "cpu", "cuda")
+#: the Qt setting (a list of model folders) that SpineSeg UNet adds to its model selector
+USER_MODELS_KEY = "SpineSeg/UserModels"
+#: the architectures offered when ``spineseg.networks`` cannot be imported
+FALLBACK_ARCHITECTURES = ("hybrid", "no-ux", "no-hanc", "resunet", "unetpp", "nnunet-like")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
+def architectures() -> Tuple[str, ...]:
+    """The architecture names the panel offers (``spineseg.networks`` imports no torch)."""
+    try:
+        from spineseg.networks import network_names
+    except ImportError:
+        return FALLBACK_ARCHITECTURES
+    return tuple(network_names())
+
+
+# --------------------------------------------------------------------------- command line
+@dataclass
+class TrainingOptions:
+    """The panel's choices. ``None`` leaves a value to the CLI (and so to the preset)."""
+
+    mode: str = "train"  # train | cv
+    data: str = ""
+    output: str = ""
+    models: List[str] = field(default_factory=lambda: ["hybrid"])  # train uses models[0]
+    preset: str = "default"
+    epochs: Optional[int] = None
+    folds: int = 5  # cv only
+    batch: Optional[int] = None
+    seed: Optional[int] = None
+    binary: bool = False
+    device: str = "auto"  # auto | cpu | cuda (with gpus)
+    gpus: List[int] = field(default_factory=list)  # CUDA indices; several -> torchrun (train)
+    resume: bool = False
+    extra_args: List[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Raise ValueError with a sentence the panel can show."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: use train or cv")
+        if not str(self.data).strip():
+            raise ValueError("choose the dataset folder")
+        if not str(self.output).strip():
+            raise ValueError("choose the output (run) folder")
+        if not self.models or any(not m for m in self.models):
+            raise ValueError("choose an architecture")
+        known = set(architectures())
+        unknown = [m for m in self.models if m not in known]
+        if unknown:
+            raise ValueError(f"unknown architecture {unknown[0]!r}; choose one of {', '.join(sorted(known))}")
+        if self.mode == "train" and len(self.models) != 1:
+            raise ValueError("training takes one architecture; cross-validate to compare several")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r}: use default or paper")
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise ValueError(f"epochs {self.epochs}: use 1 or more")
+        if self.mode == "cv" and int(self.folds) < 2:
+            raise ValueError(f"folds {self.folds}: cross-validation needs 2 or more")
+        if self.batch is not None and int(self.batch) < 1:
+            raise ValueError(f"batch {self.batch}: use 1 or more")
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r}: use auto, cpu or cuda")
+        if any(int(g) < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+            raise ValueError(f"GPU indices {self.gpus}: use distinct indices >= 0")
+        if self.gpus and self.device == "cpu":
+            raise ValueError("GPU indices were chosen with device cpu; choose device cuda or auto")
+        if len(self.gpus) > 1 and self.mode == "cv":
+            raise ValueError("cross-validation runs on one GPU; choose one GPU index (or train on several)")
+
+    @property
+    def distributed(self) -> bool:
+        return len(self.gpus) > 1
+
+    def device_arg(self) -> str:
+        if self.distributed:
+            return "cuda"  # torchrun gives each process its LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs
+        if len(self.gpus) == 1:
+            return f"cuda:{int(self.gpus[0])}"
+        return self.device
+
+
+def build_command(options: TrainingOptions, *, python: Optional[str] = None,
+                  prefix: Optional[Sequence[str]] = None) -> List[str]:
+    """The argv that runs ``options``; ``--json`` last so the panel can read the events.
+
+    ``prefix`` replaces ``[python, "-m", "spineseg"]`` (tests use a stand-in program).
+    """
+    options.validate()
+    py = python or sys.executable
+    if prefix is not None:
+        argv = [str(a) for a in prefix]
+    elif options.distributed:
+        argv = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(options.gpus)}",
+                "-m", "spineseg"]
+    else:
+        argv = [py, "-m", "spineseg"]
+    argv += [options.mode, str(options.data), "-o", str(options.output)]
+    if options.mode == "train":
+        argv += ["--model", options.models[0]]
+    else:
+        argv += ["--models", ",".join(options.models), "--folds", str(int(options.folds))]
+    argv += ["--preset", options.preset]
+    if options.epochs is not None:
+        argv += ["--epochs", str(int(options.epochs))]
+    if options.batch is not None:
+        argv += ["--batch", str(int(options.batch))]
+    if options.seed is not None:
+        argv += ["--seed", str(int(options.seed))]
+    if options.binary:
+        argv.append("--binary")
+    argv += ["--device", options.device_arg()]
+    if options.resume:
+        argv.append("--resume")
+    argv += [str(a) for a in options.extra_args]
+    argv.append("--json")
+    return argv
+
+
+def child_environment(options: TrainingOptions, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The environment of the run: the package on PYTHONPATH (see :func:`spineseg.jobs.child_environment`)
+    and, with several GPUs, ``CUDA_VISIBLE_DEVICES`` limited to them."""
+    from spineseg.jobs import child_environment as base_environment
+
+    env = base_environment(dict(os.environ if base is None else base))
+    if options.distributed:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in options.gpus)
+    return env
+
+
+def parse_gpu_list(text: str) -> List[int]:
+    """"0,1" or "0 1" -> [0, 1]; "" -> []. ValueError names the bad item."""
+    out: List[int] = []
+    for item in text.replace(",", " ").split():
+        if not item.isdigit():
+            raise ValueError(f"GPU index {item!r}: use numbers such as 0,1")
+        out.append(int(item))
+    return out
+
+
+# --------------------------------------------------------------------------- events -> curves, progress, log
+@dataclass
+class CurveSeries:
+    """Loss and validation DSC per epoch for one training (one model, one fold)."""
+
+    model: str
+    fold: Optional[int]
+    epochs: List[int] = field(default_factory=list)
+    loss: List[float] = field(default_factory=list)
+    val_dsc: List[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.model if self.fold is None else f"{self.model} fold {self.fold}"
+
+    def add(self, epoch: int, loss: Optional[float], val_dsc: Optional[float]) -> None:
+        """Record one epoch; a repeated epoch (after a resume) replaces the old value."""
+        value_loss, value_dsc = _number(loss), _number(val_dsc)
+        if epoch in self.epochs:
+            i = self.epochs.index(epoch)
+            self.loss[i], self.val_dsc[i] = value_loss, value_dsc
+            return
+        self.epochs.append(epoch)
+        self.loss.append(value_loss)
+        self.val_dsc.append(value_dsc)
+        order = sorted(range(len(self.epochs)), key=self.epochs.__getitem__)
+        self.epochs = [self.epochs[i] for i in order]
+        self.loss = [self.loss[i] for i in order]
+        self.val_dsc = [self.val_dsc[i] for i in order]
+
+    def columns(self) -> Tuple[List[str], List[List[float]]]:
+        """Table columns for a plot: epoch, loss, validation DSC (NaN where not measured)."""
+        return ["epoch", "loss", "val_dsc"], [[float(e) for e in self.epochs], list(self.loss), list(self.val_dsc)]
+
+
+def _number(value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return x if math.isfinite(x) else float("nan")
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class RunMonitor:
+    """Follows one run's events: curves, an overall fraction (monotone) with an ETA, log lines.
+
+    ``units`` is how many trainings the run holds (models x folds for cv, 1 for train):
+    each epoch event advances the current training, a new (model, fold) starts the next.
+    ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, options: Optional[TrainingOptions] = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.units = 1
+        self.default_model = "model"
+        if options is not None:
+            self.default_model = options.models[0] if options.models else "model"
+            if options.mode == "cv":
+                self.units = max(1, len(options.models) * int(options.folds))
+        self.clock = clock
+        self.start = clock()
+        self.series: Dict[Tuple[str, Optional[int]], CurveSeries] = {}
+        self.fraction = 0.0
+        self.last_event_eta: Optional[Tuple[float, float]] = None  # (eta_s, time received)
+        self.done: Optional[Dict[str, Any]] = None
+        self.error: Optional[Dict[str, Any]] = None
+        self.folds_done: List[Dict[str, Any]] = []
+        self.log: List[str] = []
+
+    # -- feeding
+    def feed(self, event: Mapping[str, Any]) -> str:
+        """Take one event; returns its log line (also appended to ``log``)."""
+        kind = event.get("event")
+        if kind == "epoch":
+            line = self._epoch(event)
+        elif kind == "fold":
+            self.folds_done.append(dict(event))
+            line = self._fold_line(event)
+        elif kind == "progress":
+            line = self._progress(event)
+        elif kind == "done":
+            self.done = dict(event)
+            self._advance(1.0)
+            line = "Finished" + (f": model {event['model']}" if event.get("model") else "")
+            report = event.get("report")
+            if report:
+                line += f"; report {report}"
+        elif kind == "error":
+            self.error = dict(event)
+            line = f"Error: {event.get('message', 'unknown error')}"
+        else:
+            line = json.dumps(dict(event), separators=(",", ":"))
+        self.log.append(line)
+        return line
+
+    def _key(self, event: Mapping[str, Any]) -> Tuple[str, Optional[int]]:
+        return str(event.get("model") or self.default_model), _int(event.get("fold"))
+
+    def _epoch(self, event: Mapping[str, Any]) -> str:
+        key = self._key(event)
+        if key not in self.series:
+            self.series[key] = CurveSeries(*key)
+        series = self.series[key]
+        epoch, epochs = _int(event.get("epoch")) or 0, _int(event.get("epochs")) or 0
+        series.add(epoch, event.get("loss"), event.get("val_dsc"))
+        if epochs > 0:
+            unit = list(self.series).index(key)
+            self._advance((unit + min(1.0, epoch / epochs)) / self.units)
+        if event.get("eta_s") is not None and self.units == 1:
+            self.last_event_eta = (_number(event.get("eta_s")), self.clock())
+        parts = [f"{series.label}: epoch {epoch}" + (f"/{epochs}" if epochs else "")]
+        for name, label, fmt in (("loss", "loss", "{:.4f}"), ("val_dsc", "val DSC", "{:.3f}"),
+                                 ("lr", "lr", "{:.2e}"), ("windows_per_s", "windows/s", "{:.1f}")):
+            value = _number(event.get(name))
+            if not math.isnan(value):
+                parts.append(f"{label} {fmt.format(value)}")
+        return ", ".join(parts)
+
+    def _fold_line(self, event: Mapping[str, Any]) -> str:
+        model, fold = self._key(event)
+        text = f"{model} fold {fold}" if fold is not None else model
+        values = [f"{k} {_number(event[k]):.3f}" for k in ("dsc", "val_dsc", "mean_dsc") if k in event]
+        return f"{text} finished" + (f": {', '.join(values)}" if values else "")
+
+    def _progress(self, event: Mapping[str, Any]) -> str:
+        fraction = _number(event.get("fraction"))
+        if not math.isnan(fraction) and self.units == 1:
+            self._advance(fraction)
+        message = str(event.get("message") or "working")
+        return f"{message[:1].upper()}{message[1:]}" + ("" if math.isnan(fraction) else f": {100 * fraction:.0f}%")
+
+    def _advance(self, fraction: float) -> None:
+        self.fraction = max(self.fraction, min(1.0, max(0.0, fraction)))
+
+    # -- reading
+    def eta(self) -> Optional[float]:
+        """Seconds left: the trainer's own estimate for a single training, else extrapolated
+        from the time taken so far (None until something was done)."""
+        now = self.clock()
+        if self.fraction >= 1.0:
+            return 0.0
+        if self.last_event_eta is not None and not math.isnan(self.last_event_eta[0]):
+            eta, received = self.last_event_eta
+            return max(0.0, eta - (now - received))
+        elapsed = now - self.start
+        if self.fraction <= 0.0 or elapsed <= 0.0:
+            return None
+        return elapsed * (1.0 - self.fraction) / self.fraction
+
+    def status_text(self) -> str:
+        eta = format_eta(self.eta()) if self.fraction < 1.0 else ""
+        text = f"{100 * self.fraction:.0f}%"
+        return f"{text} ({eta})" if eta else text
+
+    def curves(self) -> List[CurveSeries]:
+        return list(self.series.values())
+
+
+def curves_from_lines(lines: Sequence[str], options: Optional[TrainingOptions] = None) -> RunMonitor:
+    """Replay saved ``--json`` output (e.g. a run's log) into a monitor."""
+    from spineseg.progress import parse_json_line
+
+    monitor = RunMonitor(options)
+    for line in lines:
+        event = parse_json_line(line)
+        if event is not None:
+            monitor.feed(event)
+    return monitor
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class ResultsTable:
+    """The CV table: one row per metric and structure, one column per model, and the best model(s)."""
+
+    models: List[str]
+    rows: List[Dict[str, Any]]  # {"metric", "structure", "cells": [text per model], "best": [models]}
+    source: Path
+    report: Optional[Path] = None
+
+    def header(self) -> List[str]:
+        return ["metric", "structure"] + self.models
+
+    def text_rows(self) -> List[List[str]]:
+        return [[r["metric"], r["structure"]] + list(r["cells"]) for r in self.rows]
+
+
+def _cell(mean: Any, std: Any, digits: int = 3) -> str:
+    m, s = _number(mean), _number(std)
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _find_file(run_dir: Path, name: str) -> Optional[Path]:
+    """``run_dir/name``, else the shallowest match below it (the report may sit in a subfolder)."""
+    direct = run_dir / name
+    if direct.is_file():
+        return direct
+    found = sorted(run_dir.rglob(name), key=lambda p: (len(p.relative_to(run_dir).parts), str(p)))
+    return found[0] if found else None
+
+
+def read_results(run_dir: PathLike) -> Optional[ResultsTable]:
+    """The results table of a finished run, or None when it has no report yet.
+
+    Reads ``ablation.json`` (written by :func:`spineseg.report.write_ablation_report`)
+    or, for a single model, the pooled summary of ``metrics.json``.
+    """
+    from spineseg.metrics import METRIC_LABELS
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        return None
+    ablation = _find_file(run, "ablation.json")
+    if ablation is not None:
+        doc = json.loads(ablation.read_text(encoding="utf-8"))
+        models = [str(m) for m in doc["models"]]
+        rows = [{"metric": METRIC_LABELS.get(r["metric"], r["metric"]), "structure": r["structure"],
+                 "cells": [_cell(r["values"][m]["mean"], r["values"][m]["std"]) for m in models],
+                 "best": list(r.get("best", []))} for r in doc["rows"]]
+        report = ablation.with_name("ablation.md")
+        return ResultsTable(models, rows, ablation, report if report.is_file() else None)
+    metrics = _find_file(run, "metrics.json")
+    if metrics is None:
+        return None
+    return _results_from_metrics(metrics)
+
+
+def _results_from_metrics(path: Path) -> Optional[ResultsTable]:
+    from spineseg.labels import ClassInfo
+    from spineseg.metrics import METRIC_LABELS
+    from spineseg.report import ablation_rows
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    pooled = doc.get("pooled") or doc.get("summary")
+    classes = doc.get("classes")
+    if not isinstance(pooled, dict) or not isinstance(classes, list):
+        return None
+    name = str(doc.get("model") or doc.get("name") or path.parent.name)
+    rows = ablation_rows({name: pooled}, [ClassInfo.from_dict(c) for c in classes])
+    table = [{"metric": METRIC_LABELS[r["metric"]], "structure": r["structure"],
+              "cells": [_cell(r["values"][name]["mean"], r["values"][name]["std"])], "best": [name]} for r in rows]
+    report = path.with_name("report.md")
+    return ResultsTable([name], table, path, report if report.is_file() else None)
+
+
+# --------------------------------------------------------------------------- runs and models
+@dataclass
+class RunInfo:
+    """A run folder the panel can resume or take a model from."""
+
+    path: Path
+    config: Dict[str, Any]
+    checkpoint: Optional[Path]
+    finished: bool
+
+    @property
+    def resumable(self) -> bool:
+        return self.checkpoint is not None and not self.finished
+
+
+def _checkpoints(run: Path) -> List[Path]:
+    folder = run / "checkpoints"
+    candidates = list(folder.rglob("*")) if folder.is_dir() else []
+    candidates += [p for p in run.glob("*checkpoint*")]
+    return [p for p in candidates if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
+
+
+def run_info(run_dir: PathLike) -> Optional[RunInfo]:
+    """What a run folder holds (None when it is not a run: no config.json)."""
+    run = Path(run_dir)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    checkpoints = sorted(_checkpoints(run), key=lambda p: p.stat().st_mtime)
+    finished = find_trained_model(run) is not None or read_results_exists(run)
+    return RunInfo(run, config if isinstance(config, dict) else {}, checkpoints[-1] if checkpoints else None, finished)
+
+
+def read_results_exists(run: Path) -> bool:
+    return _find_file(run, "ablation.json") is not None or (run / "metrics.json").is_file()
+
+
+def find_resumable_run(folder: PathLike) -> Optional[RunInfo]:
+    """The most recently checkpointed unfinished run: ``folder`` itself or one of its sub-folders."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    runs = [info for info in (run_info(p) for p in [root, *sorted(q for q in root.iterdir() if q.is_dir())])
+            if info is not None and info.resumable]
+    if not runs:
+        return None
+    return max(runs, key=lambda r: r.checkpoint.stat().st_mtime)  # type: ignore[union-attr]
+
+
+def find_trained_model(run_dir: PathLike, done: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
+    """The model folder a run produced: the done event's ``model``, else a ``model.json`` in the run."""
+    if done and done.get("model"):
+        path = Path(str(done["model"]))
+        if (path / "model.json").is_file():
+            return path
+    run = Path(run_dir)
+    if not run.is_dir():
+        return None
+    headers = sorted(run.rglob("model.json"), key=lambda p: (len(p.relative_to(run).parts), str(p)))
+    for header in headers:
+        try:
+            if json.loads(header.read_text(encoding="utf-8")).get("format") == "spineseg-model":
+                return header.parent
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def add_user_model(current: Union[None, str, Sequence[str]], model_dir: PathLike) -> List[str]:
+    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, newest last).
+
+    QSettings hands back None, one string or a list depending on what was stored.
+    """
+    if current is None:
+        items: List[str] = []
+    elif isinstance(current, str):
+        items = [current] if current else []
+    else:
+        items = [str(c) for c in current if c]
+    new = str(Path(model_dir).resolve())
+    return [p for p in items if str(Path(p).resolve()) != new] + [new]
+
+
+# --------------------------------------------------------------------------- dataset summary
+@dataclass
+class DatasetSummary:
+    """What the panel shows about a training folder before anything runs."""
+
+    folder: Path
+    cases: List[str]
+    classes: List[int]
+    problems: List[str]  # one line per problem, naming the case
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.cases) and not self.problems
+
+    def text(self) -> str:
+        lines = [f"{len(self.cases)} case(s) in {self.folder}"]
+        if self.classes:
+            lines.append("label values: " + ", ".join(str(v) for v in self.classes))
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def summarize_dataset(folder: PathLike, *, read_labels: bool = True) -> DatasetSummary:
+    """Pair ``<case>_image.<ext>`` with ``<case>_label.<ext>`` and check each pair's geometry.
+
+    Reads image headers only, and label voxels when ``read_labels`` (to list the
+    classes). Problems are reported per case, never raised, so the panel can list them all.
+    """
+    import SimpleITK as sitk
+
+    from spineseg.io import is_image_file, strip_image_extension
+
+    root = Path(folder)
+    if not root.is_dir():
+        return DatasetSummary(root, [], [], [f"{root} is not a folder; choose the dataset folder"])
+    images: Dict[str, Path] = {}
+    labels: Dict[str, Path] = {}
+    for p in sorted(root.iterdir()):
+        if not is_image_file(p):
+            continue
+        stem = strip_image_extension(p)
+        if stem.endswith("_image"):
+            images[stem[:-len("_image")]] = p
+        elif stem.endswith("_label"):
+            labels[stem[:-len("_label")]] = p
+    problems = [f"{case}: image without label ({images[case].name})" for case in sorted(set(images) - set(labels))]
+    problems += [f"{case}: label without image ({labels[case].name})" for case in sorted(set(labels) - set(images))]
+    cases = sorted(set(images) & set(labels))
+    values: set = set()
+    for case in cases:
+        try:
+            info = [_header(images[case]), _header(labels[case])]
+        except RuntimeError as exc:
+            problems.append(f"{case}: cannot be read ({' '.join(str(exc).split())[:120]})")
+            continue
+        (isize, ispacing, iorigin, idir), (lsize, lspacing, lorigin, ldir) = info
+        if len(isize) != 3:
+            problems.append(f"{case}: image is {len(isize)}D; SpineSeg trains on 3D volumes")
+        elif isize != lsize:
+            problems.append(f"{case}: label size {lsize} differs from image size {isize}")
+        elif not (_close(ispacing, lspacing) and _close(iorigin, lorigin, 1e-3) and _close(idir, ldir)):
+            problems.append(f"{case}: label geometry (spacing/origin/direction) differs from the image")
+        if read_labels:
+            import numpy as np
+
+            array = sitk.GetArrayFromImage(sitk.ReadImage(str(labels[case])))
+            values.update(int(v) for v in np.unique(array))
+    if not images and not labels:
+        problems.append(f"{root}: no <case>_image / <case>_label pairs found")
+    return DatasetSummary(root, cases, sorted(v for v in values if v != 0), problems)
+
+
+def _header(path: Path) -> Tuple[tuple, tuple, tuple, tuple]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+
+
+def _close(a: Sequence[float], b: Sequence[float], tol: float = 1e-4) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in zip(a, b))
+
+
+# --------------------------------------------------------------------------- headless
+HEADLESS_USAGE = """usage: Slicer --no-main-window --python-script SpineSegTraining/Scripts/train.py train|cv DATA -o RUN [options]
+
+Runs `spineseg train` or `spineseg cv` (same options; see `spineseg train --help`) in a
+child process and prints one line per epoch. No display is needed.
+Exit codes: 0 done, 1 internal error, 2 bad input or usage, 130 cancelled (Ctrl+C / SIGTERM)."""
+
+
+def headless_main(argv: Sequence[str], *, python: Optional[str] = None, prefix: Optional[Sequence[str]] = None,
+                  out: Optional[TextIO] = None, err: Optional[TextIO] = None,
+                  cancel: Optional[Callable[[], bool]] = None) -> int:
+    """Run ``spineseg train|cv ARGS --json`` in a child process, print its events, return its exit code.
+
+    ``argv`` is what follows the script name. The child gets ``--json`` added (unless
+    given); its events become readable lines on ``out``, its errors one line on ``err``.
+    """
+    from spineseg.jobs import Job, child_environment as base_environment
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(HEADLESS_USAGE, file=out if args else err)
+        return EXIT_OK if args else EXIT_INPUT
+    if args[0] not in MODES:
+        print(f"spineseg-training: error: first argument {args[0]!r}: use train or cv", file=err)
+        print(HEADLESS_USAGE, file=err)
+        return EXIT_INPUT
+    if "--json" not in args:
+        args.append("--json")
+    head = list(prefix) if prefix is not None else [python or sys.executable, "-m", "spineseg"]
+    job = Job(head + args, env=base_environment())
+    monitor = RunMonitor(None)
+    try:
+        job.start()
+        rc = job.wait(on_event=lambda e: _print_event(monitor, e, out), cancel=cancel)
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(timeout=10)
+        print("spineseg-training: cancelled", file=err)
+        return EXIT_CANCELLED
+    if job.cancelled:
+        print("spineseg-training: cancelled", file=err)
+        return EXIT_CANCELLED
+    if rc != EXIT_OK:
+        message = (job.error or {}).get("message") or _last_error(job.stderr_lines)
+        print(f"spineseg-training: error: {message}", file=err)
+        for line in list(job.stderr_lines)[-20:]:
+            print(line, file=err)
+        return rc if rc in (EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED) else EXIT_INTERNAL
+    return EXIT_OK
+
+
+def _print_event(monitor: RunMonitor, event: Mapping[str, Any], out: TextIO) -> None:
+    line = monitor.feed(event)
+    print(f"[{monitor.status_text()}] {line}", file=out, flush=True)
+
+
+def _last_error(lines: Sequence[str]) -> str:
+    from spineseg.jobs import error_line
+
+    return error_line(list(lines)) or "the training process failed without a message"

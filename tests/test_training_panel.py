@@ -1,0 +1,400 @@
+"""The SpineSeg Training panel's pure-Python side: command lines, event parsing, curves,
+results table, run discovery, the model registry list and the headless runner."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from spineseg import training_panel as tp
+from spineseg.jobs import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
+from spineseg.labels import SPINE_CLASSES
+from spineseg.metrics import case_metrics, pool_metrics
+from spineseg.report import write_ablation_report
+
+
+def _options(**kw) -> tp.TrainingOptions:
+    base = dict(mode="train", data="/data", output="/runs/r1")
+    base.update(kw)
+    return tp.TrainingOptions(**base)
+
+
+# --------------------------------------------------------------------------- command line
+def test_train_command_single_process():
+    argv = tp.build_command(_options(epochs=3, batch=4, seed=7, binary=True, device="cpu"), python="/py")
+    assert argv[:4] == ["/py", "-m", "spineseg", "train"]
+    assert argv[4:7] == ["/data", "-o", "/runs/r1"]
+    assert argv[argv.index("--model") + 1] == "hybrid"
+    assert argv[argv.index("--preset") + 1] == "default"
+    assert argv[argv.index("--epochs") + 1] == "3"
+    assert argv[argv.index("--batch") + 1] == "4"
+    assert argv[argv.index("--seed") + 1] == "7"
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert "--binary" in argv and "--resume" not in argv
+    assert argv[-1] == "--json"
+
+
+def test_defaults_left_to_the_preset():
+    argv = tp.build_command(_options(preset="paper"), python="/py")
+    for flag in ("--epochs", "--batch", "--seed", "--binary", "--models", "--folds"):
+        assert flag not in argv
+    assert argv[argv.index("--preset") + 1] == "paper"
+
+
+def test_cv_command_lists_models_and_folds():
+    argv = tp.build_command(_options(mode="cv", models=["hybrid", "no-ux", "unetpp"], folds=3), python="/py")
+    assert argv[3] == "cv"
+    assert argv[argv.index("--models") + 1] == "hybrid,no-ux,unetpp"
+    assert argv[argv.index("--folds") + 1] == "3"
+    assert "--model" not in argv
+
+
+def test_one_gpu_index_becomes_the_device():
+    argv = tp.build_command(_options(device="cuda", gpus=[1]), python="/py")
+    assert argv[:3] == ["/py", "-m", "spineseg"]
+    assert argv[argv.index("--device") + 1] == "cuda:1"
+    assert "CUDA_VISIBLE_DEVICES" not in tp.child_environment(_options(gpus=[1]), base={})
+
+
+def test_several_gpus_use_torchrun_and_limit_visible_devices():
+    opts = _options(device="cuda", gpus=[0, 2], resume=True)
+    argv = tp.build_command(opts, python="/py")
+    assert argv[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert argv[6:8] == ["spineseg", "train"]
+    assert argv[argv.index("--device") + 1] == "cuda"
+    assert "--resume" in argv and argv[-1] == "--json"
+    env = tp.child_environment(opts, base={"PYTHONPATH": "/elsewhere"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,2"
+    assert env["PYTHONPATH"].split(":")[1:] == ["/elsewhere"]
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(mode="fit"), "mode"),
+    (dict(data=" "), "dataset"),
+    (dict(output=""), "output"),
+    (dict(models=["hybridd"]), "unknown architecture"),
+    (dict(models=["hybrid", "no-ux"]), "one architecture"),
+    (dict(preset="best"), "preset"),
+    (dict(epochs=0), "epochs"),
+    (dict(mode="cv", folds=1), "folds"),
+    (dict(batch=0), "batch"),
+    (dict(device="tpu"), "device"),
+    (dict(gpus=[0, 0]), "distinct"),
+    (dict(device="cpu", gpus=[0]), "cpu"),
+    (dict(mode="cv", gpus=[0, 1]), "one GPU"),
+])
+def test_invalid_options_say_what_to_fix(kw, words):
+    with pytest.raises(ValueError, match=words):
+        tp.build_command(_options(**kw), python="/py")
+
+
+def test_parse_gpu_list():
+    assert tp.parse_gpu_list("") == []
+    assert tp.parse_gpu_list("0, 1 3") == [0, 1, 3]
+    with pytest.raises(ValueError, match="'x'"):
+        tp.parse_gpu_list("0,x")
+
+
+def test_architectures_are_the_network_registry():
+    from spineseg.networks import network_names
+
+    assert tp.architectures() == tuple(network_names())
+    assert "hybrid" in tp.architectures()
+
+
+# --------------------------------------------------------------------------- events
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_train_events_build_curves_progress_and_eta():
+    clock = FakeClock()
+    mon = tp.RunMonitor(_options(epochs=4), clock=clock)
+    assert mon.eta() is None and mon.fraction == 0.0
+    clock.t += 10
+    line = mon.feed({"event": "epoch", "epoch": 1, "epochs": 4, "loss": 0.9, "val_dsc": 0.5, "lr": 1e-3,
+                     "windows_per_s": 12.5, "eta_s": 30.0})
+    assert line == "hybrid: epoch 1/4, loss 0.9000, val DSC 0.500, lr 1.00e-03, windows/s 12.5"
+    assert mon.fraction == pytest.approx(0.25)
+    assert mon.eta() == pytest.approx(30.0)
+    clock.t += 5  # the trainer's estimate counts down between events
+    assert mon.eta() == pytest.approx(25.0)
+    assert mon.status_text() == "25% (about 25 s left)"
+    mon.feed({"event": "epoch", "epoch": 2, "epochs": 4, "loss": 0.7, "val_dsc": None})
+    (series,) = mon.curves()
+    assert series.label == "hybrid" and series.epochs == [1, 2]
+    assert series.loss == [0.9, 0.7]
+    assert series.val_dsc[0] == 0.5 and math.isnan(series.val_dsc[1])
+    names, cols = series.columns()
+    assert names == ["epoch", "loss", "val_dsc"] and cols[0] == [1.0, 2.0]
+    mon.feed({"event": "done", "model": "/runs/r1/model"})
+    assert mon.fraction == 1.0 and mon.eta() == 0.0
+    assert mon.done == {"event": "done", "model": "/runs/r1/model"}
+    assert mon.log[-1] == "Finished: model /runs/r1/model"
+
+
+def test_resumed_epoch_replaces_and_stays_sorted():
+    s = tp.CurveSeries("hybrid", None)
+    s.add(2, 0.5, 0.6)
+    s.add(1, 0.9, float("inf"))
+    s.add(2, 0.4, 0.7)
+    assert s.epochs == [1, 2] and s.loss == [0.9, 0.4]
+    assert math.isnan(s.val_dsc[0]) and s.val_dsc[1] == 0.7
+
+
+def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
+    clock = FakeClock()
+    mon = tp.RunMonitor(_options(mode="cv", models=["hybrid", "no-ux"], folds=2), clock=clock)
+    assert mon.units == 4
+    seen = []
+    for model in ("hybrid", "no-ux"):
+        for fold in (0, 1):
+            for epoch in (1, 2):
+                clock.t += 1
+                mon.feed({"event": "epoch", "model": model, "fold": fold, "epoch": epoch, "epochs": 2,
+                          "loss": 1.0 / epoch, "val_dsc": 0.4 * epoch, "eta_s": 1.0})
+                seen.append(mon.fraction)
+            mon.feed({"event": "fold", "model": model, "fold": fold, "dsc": 0.8})
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    assert seen[1] == pytest.approx(0.25)
+    assert [c.label for c in mon.curves()] == ["hybrid fold 0", "hybrid fold 1", "no-ux fold 0", "no-ux fold 1"]
+    assert len(mon.folds_done) == 4 and mon.log[2] == "hybrid fold 0 finished: dsc 0.800"
+    # cv: the per-training eta_s is ignored, the ETA is extrapolated over the whole run
+    mon2 = tp.RunMonitor(_options(mode="cv", models=["hybrid"], folds=4), clock=clock)
+    clock.t += 30
+    mon2.feed({"event": "epoch", "fold": 0, "epoch": 1, "epochs": 1, "loss": 1.0, "eta_s": 999})
+    assert mon2.fraction == pytest.approx(0.25)
+    assert mon2.eta() == pytest.approx(90.0)
+
+
+def test_progress_error_and_unknown_events():
+    mon = tp.RunMonitor(None)
+    assert mon.feed({"event": "progress", "fraction": 0.5, "message": "loading cases"}) == "Loading cases: 50%"
+    assert mon.fraction == 0.5
+    mon.feed({"event": "progress", "fraction": 0.2, "message": "x"})
+    assert mon.fraction == 0.5  # monotone
+    assert mon.feed({"event": "error", "message": "no label for case 3", "exit_code": 2}) == \
+        "Error: no label for case 3"
+    assert mon.error["exit_code"] == 2
+    assert mon.feed({"event": "checkpoint", "path": "a"}) == '{"event":"checkpoint","path":"a"}'
+
+
+def test_replay_saved_lines():
+    lines = ["not json", '{"event":"epoch","epoch":1,"epochs":2,"loss":0.5,"val_dsc":0.6}', "",
+             '{"event":"done","model":"m"}']
+    mon = tp.curves_from_lines(lines)
+    assert mon.curves()[0].val_dsc == [0.6] and mon.done["model"] == "m"
+
+
+# --------------------------------------------------------------------------- results
+def _pooled(seed: int):
+    rng = np.random.default_rng(seed)
+    cases = {}
+    for i in range(3):
+        gt = rng.integers(0, 4, size=(4, 8, 8))
+        pred = np.where(rng.random(gt.shape) < 0.8, gt, rng.integers(0, 4, size=gt.shape))
+        cases[f"c{i}"] = case_metrics(pred, gt, SPINE_CLASSES)
+    return pool_metrics(cases, SPINE_CLASSES)
+
+
+def test_results_table_from_ablation_report(tmp_path):
+    run = tmp_path / "run"
+    pooled = {"hybrid": _pooled(0), "no-ux": _pooled(1)}
+    write_ablation_report(run / "report", pooled, SPINE_CLASSES)
+    table = tp.read_results(run)
+    assert table is not None
+    assert table.models == ["hybrid", "no-ux"]
+    assert table.header() == ["metric", "structure", "hybrid", "no-ux"]
+    assert table.report == run / "report" / "ablation.md"
+    # 3 metrics x (3 classes + union + class mean)
+    assert len(table.rows) == 15
+    first = table.rows[0]
+    assert (first["metric"], first["structure"]) == ("DSC", "vertebra")
+    s = pooled["hybrid"]["classes"]["vertebra"]
+    assert first["cells"][0] == f"{s['mean']['dsc']:.3f} ± {s['std']['dsc']:.3f}"
+    assert {r["metric"] for r in table.rows} == {"DSC", "PPV", "Sensitivity"}
+    for r in table.rows:
+        assert r["best"] and set(r["best"]) <= {"hybrid", "no-ux"}
+
+
+def test_results_table_from_single_model_metrics(tmp_path):
+    pooled = _pooled(2)
+    doc = {"model": "hybrid", "classes": [c.to_dict() for c in SPINE_CLASSES], "pooled": pooled}
+    (tmp_path / "metrics.json").write_text(json.dumps(doc), encoding="utf-8")
+    table = tp.read_results(tmp_path)
+    assert table.models == ["hybrid"] and len(table.rows) == 15
+    assert table.rows[0]["cells"][0].startswith(f"{pooled['classes']['vertebra']['mean']['dsc']:.3f}")
+
+
+def test_no_results_yet(tmp_path):
+    assert tp.read_results(tmp_path) is None
+    assert tp.read_results(tmp_path / "missing") is None
+
+
+# --------------------------------------------------------------------------- runs, models, settings
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps({"format": "spineseg-model", "name": "m"}), encoding="utf-8")
+    return path
+
+
+def test_resumable_run_is_the_latest_unfinished_checkpoint(tmp_path):
+    import os
+
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "config.json").write_text('{"command": "train"}')
+    (old / "checkpoints" / "last.pt").write_bytes(b"x")
+    os.utime(old / "checkpoints" / "last.pt", (1000, 1000))
+    new = tmp_path / "new"
+    (new / "checkpoints").mkdir(parents=True)
+    (new / "config.json").write_text('{"command": "cv"}')
+    (new / "checkpoints" / "epoch3.pt").write_bytes(b"x")
+    (tmp_path / "notarun").mkdir()
+    found = tp.find_resumable_run(tmp_path)
+    assert found.path == new and found.checkpoint.name == "epoch3.pt" and found.config == {"command": "cv"}
+    # a finished run (it holds its model) is not resumed
+    _model_dir(new / "model")
+    assert tp.find_resumable_run(tmp_path).path == old
+    assert tp.find_resumable_run(old).path == old
+    assert tp.find_resumable_run(tmp_path / "missing") is None
+    assert tp.run_info(tmp_path / "notarun") is None
+
+
+def test_trained_model_from_done_event_or_run_folder(tmp_path):
+    run = tmp_path / "run"
+    deep = _model_dir(run / "folds" / "fold0" / "model")
+    top = _model_dir(run / "model")
+    (run / "bogus").mkdir()
+    (run / "bogus" / "model.json").write_text("{}")
+    assert tp.find_trained_model(run) == top
+    assert tp.find_trained_model(run, {"model": str(deep)}) == deep
+    assert tp.find_trained_model(run, {"model": str(tmp_path / "gone")}) == top
+    assert tp.find_trained_model(tmp_path / "missing") is None
+
+
+def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert tp.add_user_model(None, a) == [str(a)]
+    assert tp.add_user_model("", a) == [str(a)]
+    assert tp.add_user_model(str(b), a) == [str(b), str(a)]
+    assert tp.add_user_model((str(a), str(b)), tmp_path / "x" / ".." / "a") == [str(b), str(a)]
+
+
+# --------------------------------------------------------------------------- dataset summary
+def _pair(folder: Path, case: str, *, size=(16, 12, 3), label_size=None, label_spacing=None, values=(0, 1, 2)):
+    img = sitk.GetImageFromArray(np.random.default_rng(0).random(size[::-1]).astype(np.float32))
+    img.SetSpacing((0.5, 0.5, 4.0))
+    lab_arr = np.zeros((label_size or size)[::-1], dtype=np.uint8)
+    for i, v in enumerate(values):
+        lab_arr.flat[i] = v
+    lab = sitk.GetImageFromArray(lab_arr)
+    lab.SetSpacing(label_spacing or (0.5, 0.5, 4.0))
+    sitk.WriteImage(img, str(folder / f"{case}_image.nii.gz"))
+    sitk.WriteImage(lab, str(folder / f"{case}_label.nrrd"))
+
+
+def test_dataset_summary_lists_cases_classes_and_problems(tmp_path):
+    _pair(tmp_path, "a", values=(0, 1, 3))
+    _pair(tmp_path, "b", values=(2,))
+    _pair(tmp_path, "c", label_size=(16, 12, 4))
+    _pair(tmp_path, "d", label_spacing=(0.5, 0.5, 3.0))
+    sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkUInt8), str(tmp_path / "e_label.nii.gz"))
+    sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkFloat32), str(tmp_path / "f_image.mha"))
+    (tmp_path / "readme.txt").write_text("x")
+    s = tp.summarize_dataset(tmp_path)
+    assert s.cases == ["a", "b", "c", "d"]
+    assert s.classes == [1, 2, 3]
+    assert not s.ok
+    assert s.problems == ["f: image without label (f_image.mha)", "e: label without image (e_label.nii.gz)",
+                          "c: label size (16, 12, 4) differs from image size (16, 12, 3)",
+                          "d: label geometry (spacing/origin/direction) differs from the image"]
+    assert s.text().splitlines()[:2] == [f"4 case(s) in {tmp_path}", "label values: 1, 2, 3"]
+
+
+def test_dataset_summary_of_a_good_and_a_missing_folder(tmp_path):
+    _pair(tmp_path, "a")
+    assert tp.summarize_dataset(tmp_path).ok
+    assert tp.summarize_dataset(tmp_path, read_labels=False).classes == []
+    missing = tp.summarize_dataset(tmp_path / "nope")
+    assert not missing.ok and "not a folder" in missing.problems[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no <case>_image" in tp.summarize_dataset(empty).problems[0]
+
+
+def test_dataset_summary_on_spider(spider_dir):
+    s = tp.summarize_dataset(spider_dir, read_labels=False)
+    assert len(s.cases) == 33 and not s.problems
+
+
+# --------------------------------------------------------------------------- headless
+FAKE = textwrap.dedent("""
+    import json, sys, time
+    args = sys.argv[1:]
+    mode = args[0]
+    assert args[-1] == "--json", args
+    if "--fail-input" in args:
+        print(json.dumps({"event": "error", "message": "DATA: no image/label pairs", "exit_code": 2}), flush=True)
+        print("spineseg: error: DATA: no image/label pairs", file=sys.stderr)
+        sys.exit(2)
+    if "--crash" in args:
+        raise RuntimeError("boom")
+    if "--hang" in args:
+        print(json.dumps({"event": "epoch", "epoch": 1, "epochs": 9, "loss": 1.0}), flush=True)
+        time.sleep(60)
+    for e in (1, 2):
+        print(json.dumps({"event": "epoch", "epoch": e, "epochs": 2, "loss": 1.0 / e, "val_dsc": 0.3 * e}), flush=True)
+    print("some other output", flush=True)
+    print(json.dumps({"event": "done", "model": "RUN/model", "mode": mode}), flush=True)
+""")
+
+
+@pytest.fixture()
+def fake_cli(tmp_path):
+    script = tmp_path / "fake_spineseg.py"
+    script.write_text(FAKE)
+    return [sys.executable, str(script)]
+
+
+def test_headless_success_prints_events(fake_cli, capsys):
+    rc = tp.headless_main(["train", "DATA", "-o", "RUN"], prefix=fake_cli)
+    out = capsys.readouterr().out.splitlines()
+    assert rc == EXIT_OK
+    assert out[0].startswith("[50%") and out[0].endswith("] model: epoch 1/2, loss 1.0000, val DSC 0.300")
+    assert out[-1].endswith("Finished: model RUN/model") and out[-1].startswith("[100%]")
+
+
+@pytest.mark.parametrize("args, rc, text", [
+    (["cv", "DATA", "--fail-input"], EXIT_INPUT, "error: DATA: no image/label pairs"),
+    (["train", "DATA", "--crash"], EXIT_INTERNAL, "RuntimeError: boom"),
+    (["fit", "DATA"], EXIT_INPUT, "use train or cv"),
+    ([], EXIT_INPUT, "usage:"),
+])
+def test_headless_failures_exit_codes(fake_cli, capsys, args, rc, text):
+    assert tp.headless_main(args, prefix=fake_cli) == rc
+    assert text in capsys.readouterr().err
+
+
+def test_headless_help_and_cancel(fake_cli, capsys):
+    assert tp.headless_main(["--help"], prefix=fake_cli) == EXIT_OK
+    assert "Exit codes" in capsys.readouterr().out
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 20  # about 1 s after start
+
+    assert tp.headless_main(["train", "DATA", "--hang"], prefix=fake_cli, cancel=cancel) == EXIT_CANCELLED
+    assert "cancelled" in capsys.readouterr().err
