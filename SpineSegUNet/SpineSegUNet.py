@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 from typing import Annotated, Any, Callable, Dict, List, Optional
@@ -37,8 +38,6 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 try:  # installed extension: the core package sits next to this script
     import spineseg  # noqa: F401
 except ImportError:  # source checkout (module added with --additional-module-paths): the repository root
-    import sys
-
     _repositoryRoot = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.path.isdir(os.path.join(_repositoryRoot, "spineseg")):
         sys.path.insert(0, _repositoryRoot)
@@ -277,9 +276,7 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         try:
             if run.succeeded:
-                segmentationNode = self.logic.finishSegmentation(run)
-                if self._parameterNode and not self._parameterNode.outputSegmentation:
-                    self._parameterNode.outputSegmentation = segmentationNode
+                self.logic.finishSegmentation(run)
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {names}.").format(
                     seconds=run.elapsed, names=", ".join(run.segmentNames))
@@ -408,18 +405,24 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
                   "This needs an internet connection and may take a few minutes.").format(names=names),
                 windowTitle=_("SpineSeg UNet: install dependencies")):
             return False
-        with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-            if usePyTorchUtils:
-                import PyTorchUtils
+        loadedBefore = list(sys.modules)  # to tell whether an installed package was already imported
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
+                if usePyTorchUtils:
+                    import PyTorchUtils
 
-                spec = viaPyTorchUtils[0].pip
-                torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-                if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=spec[len("torch"):]) is None:
-                    return False
-            pipSpecs = [r.pip for r in missing if not r.via_pytorch_utils]
-            if pipSpecs:
-                slicer.util.pip_install(pipSpecs)
-        if jobs.restart_needed(missing):
+                    spec = viaPyTorchUtils[0].pip  # e.g. "torch>=2.1": PyTorchUtils wants the ">=2.1" part
+                    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+                    if torchLogic.installTorch(askConfirmation=False,
+                                               torchVersionRequirement=spec[len("torch"):]) is None:
+                        return False
+                pipSpecs = [r.pip for r in missing if not r.via_pytorch_utils]
+                if pipSpecs:
+                    slicer.util.pip_install(pipSpecs)
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            logging.exception("SpineSeg UNet: installing Python packages failed")
+            return False
+        if jobs.restart_needed(missing, loadedBefore):
             if slicer.util.confirmYesNoDisplay(
                     _("The packages were installed, but Slicer had already loaded an older version of some of "
                       "them. Restart Slicer now to use the new ones?"), windowTitle=_("SpineSeg UNet")):

@@ -1,0 +1,130 @@
+"""Import SpineSegUNet.py with minimal stand-ins for Slicer's Python modules.
+
+Slicer cannot be installed here. These stand-ins are just enough to execute the
+module's top level (so a NameError or a bad import there shows up), and to check the
+parts of the Logic that are plain Python: the parameter enums match the CLI and the
+.ui, the panel's parameters become a valid ``spineseg segment`` command line, and
+terminology is stored through the API each Slicer version has. MRML behaviour is
+tested by the module's own SpineSegUNetTest inside Slicer.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+import unittest
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_PY = ROOT / "SpineSegUNet" / "SpineSegUNet.py"
+UI_FILE = ROOT / "SpineSegUNet" / "Resources" / "UI" / "SpineSegUNet.ui"
+
+
+class _Base:
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def module(monkeypatch):
+    slicer = types.ModuleType("slicer")
+    slicer.__path__ = []  # a package, so "from slicer.util import ..." works
+    slicer.vtkMRMLScalarVolumeNode = type("vtkMRMLScalarVolumeNode", (), {})
+    slicer.vtkMRMLSegmentationNode = type("vtkMRMLSegmentationNode", (), {})
+    slicer.vtkSegment = SimpleNamespace(GetTerminologyEntryTagName=lambda: "TerminologyEntry")
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for cls in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
+        setattr(slm, cls, type(cls, (_Base,), {}))
+    slm.ScriptedLoadableModuleTest = unittest.TestCase
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (_Base,), {})
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.WithinRange = lambda low, high: ("WithinRange", low, high)
+    slicer.i18n, slicer.ScriptedLoadableModule, slicer.util, slicer.parameterNodeWrapper = i18n, slm, util, pnw
+    vtk = types.ModuleType("vtk")
+    vtk.vtkCommand = SimpleNamespace(ModifiedEvent=33)
+    for name, mod in {"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm,
+                      "slicer.util": util, "slicer.parameterNodeWrapper": pnw, "vtk": vtk,
+                      "qt": types.ModuleType("qt")}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("SpineSegUNet_under_test", MODULE_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _ui_items(name):
+    root = ET.parse(UI_FILE).getroot()
+    widget = [w for w in root.iter("widget") if w.get("name") == name][0]
+    return [i.findtext("property/string") for i in widget.findall("item")]
+
+
+def test_enums_match_cli_and_ui(module):
+    from spineseg import jobs
+
+    assert [d.value for d in module.Device] == list(jobs.DEVICES)
+    assert [b.value for b in module.Backend] == list(jobs.BACKENDS)
+    # the parameterNodeWrapper fills the combo boxes from label(); the .ui shows the same texts in Designer
+    assert [d.label() for d in module.Device] == _ui_items("deviceComboBox")
+    assert [b.label() for b in module.Backend] == _ui_items("backendComboBox")
+    assert [m.label() for m in module.ModelSource] == _ui_items("modelSourceComboBox")
+
+
+def test_parameter_defaults(module):
+    P = module.SpineSegUNetParameterNode
+    assert P.n4 is True and P.n4Shrink == 4 and P.show3D is True
+    assert P.modelSource is module.ModelSource.BUNDLED and P.backend is module.Backend.ONNX
+    assert P.device is module.Device.AUTO
+
+
+def _params(module, **kw):
+    base = dict(modelSource=module.ModelSource.FOLDER, modelPath=Path("/models/m"), device=module.Device.CPU,
+                backend=module.Backend.ONNX, n4=True, n4Shrink=2)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_panel_parameters_become_a_valid_command_line(module):
+    from spineseg import jobs
+    from spineseg.cli import build_parser
+
+    logic = module.SpineSegUNetLogic()
+    options = logic.segmentOptions(_params(module))
+    assert (options.model, options.device, options.backend, options.n4, options.n4_shrink) == \
+        (str(Path("/models/m")), "cpu", "onnx", True, 2)
+    off = logic.segmentOptions(_params(module, n4=False, device=module.Device.CUDA, backend=module.Backend.TORCH))
+    assert off.n4 is False and off.n4_shrink is None and off.device == "cuda" and off.backend == "torch"
+    parser = build_parser()
+    sub = [a for a in parser._actions if a.dest == "command"][0]
+    if "segment" in sub.choices:
+        for opts in (options, off):
+            args = parser.parse_args(jobs.segment_command("py", ["in.nrrd"], "out.nrrd", opts)[3:])
+            assert args.json and args.backend == opts.backend and args.n4 is opts.n4
+
+
+def test_model_directory(module, tmp_path):
+    from spineseg import jobs
+
+    logic = module.SpineSegUNetLogic()
+    assert logic.modelDirectory(_params(module, modelPath=Path(""))) is None  # empty path line edit
+    assert logic.modelDirectory(_params(module, modelPath=tmp_path)) == tmp_path
+    bundled = logic.modelDirectory(_params(module, modelSource=module.ModelSource.BUNDLED))
+    assert bundled == jobs.bundled_model_dir()
+    assert logic.segmentOptions(_params(module, modelPath=Path("."))).model is None
+
+
+def test_terminology_is_stored_with_either_api(module):
+    calls = []
+    new_style = SimpleNamespace(SetTerminology=lambda entry: calls.append(("SetTerminology", entry)))
+    old_style = SimpleNamespace(SetTag=lambda tag, entry: calls.append((tag, entry)))
+    module.setSegmentTerminology(new_style, "e1")
+    module.setSegmentTerminology(old_style, "e2")
+    assert calls == [("SetTerminology", "e1"), ("TerminologyEntry", "e2")]
