@@ -169,6 +169,7 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False, c
         sitk.WriteImage(image, tmp, compress)
         with open(tmp, "rb") as fh:  # make the bytes durable before the rename
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, p)
     except (RuntimeError, OSError) as exc:
         try:
@@ -178,6 +179,12 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False, c
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: cannot write image ({reason[:160]}); check free space and permissions") from None
     return p
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) -> Path:
@@ -192,6 +199,7 @@ def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) 
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the usual umask-based mode
         os.replace(tmp, p)
     except OSError as exc:
         try:

@@ -222,3 +222,16 @@ def test_info_reports_geometry(capsys, tmp_path: Path) -> None:
     assert d["orientation"] == "PIL"
     assert d["canonical_shape_dhw"] == [6, 20, 16]
     assert d["intensity"]["max"] > d["intensity"]["min"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    from spineseg.io import write_bytes_atomic
+
+    umask = os.umask(0o022)
+    try:
+        a = write_image(_volume(), tmp_path / "a.nii.gz")
+        b = write_bytes_atomic(b"{}", tmp_path / "b.json")
+    finally:
+        os.umask(umask)
+    assert a.stat().st_mode & 0o777 == 0o644
+    assert b.stat().st_mode & 0o777 == 0o644
