@@ -128,3 +128,45 @@ def test_terminology_is_stored_with_either_api(module):
     module.setSegmentTerminology(new_style, "e1")
     module.setSegmentTerminology(old_style, "e2")
     assert calls == [("SetTerminology", "e1"), ("TerminologyEntry", "e2")]
+
+
+BATCH = ROOT / "SpineSegUNet" / "Scripts" / "segment_folder.py"
+
+
+def _run_batch(module, monkeypatch, capsys, *args):
+    import runpy
+
+    exits = []
+    sys.modules["slicer"].util.exit = exits.append
+    monkeypatch.setitem(sys.modules, "SpineSegUNet", module)
+    monkeypatch.setattr(sys, "argv", [str(BATCH), *args])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script adds its module folder
+    runpy.run_path(str(BATCH), run_name="__main__")
+    assert len(exits) == 1, "the batch script must end through slicer.util.exit exactly once"
+    return exits[0], capsys.readouterr().err
+
+
+def test_batch_script_bad_arguments_exit_2(module, monkeypatch, capsys, tmp_path):
+    code, err = _run_batch(module, monkeypatch, capsys, "--input", str(tmp_path / "nope"), "--output", str(tmp_path))
+    assert code == 2 and "not a folder" in err
+    code, err = _run_batch(module, monkeypatch, capsys, "--input", str(tmp_path), "--output", str(tmp_path / "o"))
+    assert code == 2 and "no NIfTI/NRRD/MHA images" in err
+    code, err = _run_batch(module, monkeypatch, capsys, "--output", str(tmp_path))
+    assert code == 2 and "--input" in err
+
+
+def test_batch_script_refuses_existing_outputs(module, monkeypatch, capsys, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "case1.nii.gz").write_bytes(b"x")
+    (out / "case1.seg.nrrd").write_bytes(b"old")
+    model = tmp_path / "model"
+    model.mkdir()
+    code, err = _run_batch(module, monkeypatch, capsys, "--input", str(src), "--output", str(out),
+                           "--model", str(model))
+    assert code == 2 and "--overwrite" in err and "case1.seg.nrrd" in err
+    assert (out / "case1.seg.nrrd").read_bytes() == b"old"
+    code, err = _run_batch(module, monkeypatch, capsys, "--input", str(src), "--output", str(out),
+                           "--model", str(model), "--device", "tpu")
+    assert code == 2 and "device 'tpu'" in err
