@@ -242,6 +242,8 @@ class Job:
         self._events: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
         self._threads: List[threading.Thread] = []
         self._stdout_closed = False
+        self._exited_at: Optional[float] = None
+        self.linger_s = 2.0  # how long to wait for stdout after the process ended
 
     def start(self) -> "Job":
         kwargs: Dict[str, Any] = {}
@@ -292,15 +294,37 @@ class Job:
     def poll(self) -> List[Dict[str, Any]]:
         """Events received since the last call; sets ``returncode`` once the process has ended
         and all its output has been read."""
+        events = self._drain()
+        if self.process is None or self.returncode is not None:
+            return events
+        rc = self.process.poll()
+        if rc is None:
+            return events
+        if not self._stdout_closed:
+            # the process has ended but something it started still holds stdout open:
+            # give the reader a moment, then end the leftovers so the job can finish
+            if self._exited_at is None:
+                self._exited_at = time.monotonic()
+            if time.monotonic() - self._exited_at < self.linger_s:
+                return events
+            if os.name != "nt":
+                pgid = self.process.pid  # start_new_session: the group id is the child's pid
+                _signal(lambda: os.killpg(pgid, signal.SIGKILL))
+        for t in self._threads:
+            t.join(timeout=2.0)
+        events.extend(self._drain())
+        self.returncode = rc
+        return events
+
+    def _drain(self) -> List[Dict[str, Any]]:
         events: List[Dict[str, Any]] = []
-        stream_ended = False
         while True:
             try:
                 item = self._events.get_nowait()
             except queue.Empty:
-                break
-            if item is None:
-                stream_ended = True
+                return events
+            if item is None:  # the stdout reader reached end of stream
+                self._stdout_closed = True
                 continue
             kind = item.get("event")
             if kind == "progress":
@@ -310,15 +334,6 @@ class Job:
             elif kind == "error":
                 self.error = item
             events.append(item)
-        if stream_ended:
-            self._stdout_closed = True
-        if self.process is not None and self.returncode is None and self._stdout_closed:
-            rc = self.process.poll()
-            if rc is not None:
-                for t in self._threads:
-                    t.join(timeout=2.0)
-                self.returncode = rc
-        return events
 
     def wait(self, *, timeout: Optional[float] = None, interval: float = 0.05,
              on_event: Optional[Callable[[Dict[str, Any]], None]] = None,

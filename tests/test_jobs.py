@@ -295,3 +295,18 @@ def test_job_with_the_real_cli_reports_bad_input(tmp_path):
     assert job.error is not None and job.error["exit_code"] == 2
     assert job.failure() == f"Segmentation failed: {missing}: file not found; check the path."
     assert not out.exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_job_finishes_when_a_leftover_grandchild_holds_stdout(tmp_path):
+    argv = _script(tmp_path, f"""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # inherits stdout
+        print({json_line("done", outputs=[])!r}, flush=True)
+        """)
+    job = Job(argv).start()
+    job.linger_s = 0.5
+    t0 = time.monotonic()
+    assert job.wait(timeout=30) == 0
+    assert time.monotonic() - t0 < 10
+    assert job.done is not None and job.succeeded
