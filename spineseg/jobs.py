@@ -102,11 +102,13 @@ def child_environment(base: Optional[Dict[str, str]] = None, *, extra_path: Opti
 
 # --------------------------------------------------------------------------- progress text
 def format_eta(seconds: Optional[float]) -> str:
-    """"about 3 s left", "about 2 min left" or "" when unknown."""
+    """"about 3 s left", "about 2 min left", "less than 1 s left", or "" when unknown."""
     if seconds is None or seconds != seconds or seconds < 0:
         return ""
+    if seconds < 1:
+        return "less than 1 s left"
     if seconds < 60:
-        return f"about {max(1, int(round(seconds)))} s left"
+        return f"about {int(round(seconds))} s left"
     if seconds < 3600:
         return f"about {int(round(seconds / 60.0))} min left"
     return f"about {seconds / 3600.0:.1f} h left"
@@ -117,7 +119,7 @@ def progress_text(event: Dict[str, Any]) -> str:
     fraction = float(event.get("fraction") or 0.0)
     message = str(event.get("message") or "Working")
     percent = int(round(100 * min(1.0, max(0.0, fraction))))
-    eta = format_eta(event.get("eta_s"))
+    eta = format_eta(event.get("eta_s")) if percent < 100 else ""
     text = f"{message[:1].upper()}{message[1:]}: {percent}%"
     return f"{text} ({eta})" if eta else text
 

@@ -80,6 +80,8 @@ def test_progress_text_and_eta():
     assert progress_text({"event": "progress", "fraction": 0.421, "eta_s": 3.1, "message": "inference"}) == \
         "Inference: 42% (about 3 s left)"
     assert progress_text({"event": "progress", "fraction": 1.5, "eta_s": None, "message": ""}) == "Working: 100%"
+    assert progress_text({"event": "progress", "fraction": 1.0, "eta_s": 0.0, "message": "done"}) == "Done: 100%"
+    assert format_eta(0.2) == "less than 1 s left"
     assert format_eta(125) == "about 2 min left"
     assert format_eta(7200) == "about 2.0 h left"
     assert format_eta(None) == "" and format_eta(float("nan")) == "" and format_eta(-1) == ""
@@ -310,3 +312,40 @@ def test_job_finishes_when_a_leftover_grandchild_holds_stdout(tmp_path):
     assert job.wait(timeout=30) == 0
     assert time.monotonic() - t0 < 10
     assert job.done is not None and job.succeeded
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_real_cli_and_an_untrained_model(tmp_path):
+    """What the Slicer module does outside MRML: a volume file -> ``spineseg segment --json`` in a
+    background job -> a label file on the input grid -> one segment spec per model class."""
+    pytest.importorskip("torch")
+    np = pytest.importorskip("numpy")
+    sitk = pytest.importorskip("SimpleITK")
+    try:
+        from spineseg.modelfile import ModelHeader, save_model
+        from spineseg.networks import build_network
+    except ImportError:
+        pytest.skip("model files or networks not written yet")
+    from spineseg.terminology import label_to_segment_ids, segment_specs
+
+    net = build_network("hybrid", out_channels=4, width=8)
+    hparams = net.spec["hparams"] if isinstance(net.spec, dict) else net.spec.hparams
+    save_model(tmp_path / "model", net, ModelHeader.create("tiny-untrained", "hybrid", hparams=hparams,
+                                                           window=(4, 64, 64)))
+    image = sitk.GetImageFromArray((np.random.default_rng(0).random((5, 70, 64)) * 100).astype("float32"))
+    image.SetSpacing((0.7, 0.7, 4.4))
+    image.SetOrigin((3.0, 4.0, 5.0))
+    sitk.WriteImage(image, str(tmp_path / "input.nrrd"))
+    argv = segment_command(sys.executable, [str(tmp_path / "input.nrrd")], str(tmp_path / "seg.nrrd"),
+                           SegmentOptions(model=str(tmp_path / "model"), device="cpu", backend="torch", n4=False))
+    job = Job(argv, env=child_environment(), cwd=str(tmp_path)).start()
+    fractions = []
+    rc = job.wait(timeout=300, on_event=lambda e: fractions.append(e["fraction"]) if e["event"] == "progress" else None)
+    assert rc == 0 and job.succeeded, job.failure()
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    label = sitk.ReadImage(str(tmp_path / "seg.nrrd"))
+    assert label.GetSize() == image.GetSize() and label.GetOrigin() == image.GetOrigin()
+    assert label.GetSpacing() == image.GetSpacing() and label.GetDirection() == image.GetDirection()
+    assert int(sitk.GetArrayFromImage(label).max()) <= 3
+    specs = segment_specs(jobs.result_classes(job.done, tmp_path / "model"))
+    assert label_to_segment_ids(specs) == ["vertebra", "intervertebral_disc", "spinal_canal"]
