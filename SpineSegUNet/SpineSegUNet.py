@@ -277,6 +277,8 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if run.succeeded:
                 self.logic.finishSegmentation(run)
+                # show the result over its input in the slice views
+                slicer.util.setSliceViewerLayers(background=run.inputVolume, fit=True)
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {names}.").format(
                     seconds=run.elapsed, names=", ".join(run.segmentNames))
