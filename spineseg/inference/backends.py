@@ -9,7 +9,6 @@ PyTorch is not installed (most Slicer installs).
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,28 +46,19 @@ class ModelInfo:
 
 
 def model_info(path) -> ModelInfo:
-    """Read and check a model's header (torch-free)."""
+    """Read and check a model's header (torch-free; :func:`spineseg.modelfile.read_header` validates it)."""
     from spineseg.modelfile import read_header
 
     p = Path(path)
     h = read_header(p)
-    classes = tuple(c if isinstance(c, ClassInfo) else ClassInfo.from_dict(c) for c in h.classes)
-    arch = h.architecture
-    out_channels = int(arch["out_channels"])
-    expected = 1 if h.task == "binary" else 1 + len(classes)
-    if h.task not in ("binary", "multiclass"):
-        raise InputError(f"{p}: model task {h.task!r} is not 'binary' or 'multiclass'; the model file is damaged")
-    if out_channels != expected:
-        raise InputError(
-            f"{p}: model/class mismatch: the network has {out_channels} output channels but the header lists "
-            f"{len(classes)} classes for a {h.task} model ({expected} channels); fix the model's classes or re-export it"
-        )
-    onnx = h.onnx if isinstance(getattr(h, "onnx", None), dict) else None
+    if p.is_file():
+        p = p.parent
+    onnx = h.onnx or {}
     return ModelInfo(
-        path=p, name=str(h.name), task=str(h.task), classes=classes, in_channels=int(arch.get("in_channels", 1)),
-        out_channels=out_channels, window=tuple(int(v) for v in h.window),
-        spacing=tuple(float(v) for v in h.spacing), preprocessing=dict(h.preprocessing),
-        onnx_file=onnx.get("file") if onnx else None, onnx_sha256=onnx.get("sha256") if onnx else None,
+        path=p, name=str(h.name), task=str(h.task), classes=tuple(h.classes),
+        in_channels=int(h.architecture.in_channels), out_channels=int(h.architecture.out_channels),
+        window=tuple(int(v) for v in h.window), spacing=tuple(float(v) for v in h.spacing),
+        preprocessing=dict(h.preprocessing), onnx_file=onnx.get("file"), onnx_sha256=onnx.get("sha256"),
     )
 
 
@@ -79,14 +69,6 @@ def probabilities_np(logits: np.ndarray, task: str) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-logits))
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -108,6 +90,8 @@ class OnnxBackend:
         if not onnx_path.is_file():
             raise InputError(f"{onnx_path}: ONNX file listed in the model header is missing; "
                              f"run 'spineseg export {info.path} --onnx' again")
+        from spineseg.modelfile import sha256_file
+
         if info.onnx_sha256 and sha256_file(onnx_path) != info.onnx_sha256:
             raise InputError(f"{onnx_path}: ONNX file does not match the checksum in model.json (changed or "
                              f"damaged); run 'spineseg export {info.path} --onnx --overwrite' again")
@@ -134,6 +118,10 @@ class OnnxBackend:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(ONNX_MULTIPLE_KEY, "1"))
         self.input_name = self.session.get_inputs()[0].name
+        channels = self.session.get_outputs()[0].shape[1]
+        if isinstance(channels, int) and channels != info.out_channels:
+            raise InputError(f"{onnx_path}: model/class mismatch: the ONNX graph has {channels} output channels, "
+                             f"model.json says {info.out_channels}; run 'spineseg export {info.path} --onnx --overwrite'")
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[-2:]
