@@ -155,7 +155,11 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.cancelRun()
+        if self._run is not None:  # application closing: stop the job and remove its files
+            self._timer.stop()
+            self._run.cancel()
+            self._run.cleanup()
+            self._run = None
         self.removeObservers()
 
     def enter(self) -> None:
@@ -306,11 +310,12 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class SegmentationRun:
     """One segmentation in progress: the temporary files, the background job, and where the result goes."""
 
-    def __init__(self, job, tempDir: str, inputVolume, outputPath: str, outputSegmentation,
+    def __init__(self, job, tempDir: str, inputVolume, inputPath: str, outputPath: str, outputSegmentation,
                  modelDir: Optional[pathlib.Path], show3D: bool) -> None:
         self.job = job
         self.tempDir = tempDir
         self.inputVolume = inputVolume
+        self.inputPath = inputPath
         self.outputPath = outputPath
         self.outputSegmentation = outputSegmentation
         self.modelDir = modelDir
@@ -339,7 +344,8 @@ class SegmentationRun:
     def failureMessage(self) -> str:
         if self.job.succeeded and not os.path.isfile(self.outputPath):
             return _("Segmentation finished but wrote no result file; see the log.")
-        return self.job.failure()
+        # name the volume, not the temporary file it was written to
+        return self.job.failure().replace(self.inputPath, f"volume '{self.inputVolume.GetName()}'")
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tempDir, ignore_errors=True)
@@ -458,7 +464,7 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         except Exception:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
-        return SegmentationRun(job, tempDir, inputVolume, outputPath, outputSegmentation,
+        return SegmentationRun(job, tempDir, inputVolume, inputPath, outputPath, outputSegmentation,
                                pathlib.Path(options.model) if options.model else modelDir, show3D)
 
     def finishSegmentation(self, run: SegmentationRun):

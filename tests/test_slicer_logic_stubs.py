@@ -170,3 +170,20 @@ def test_batch_script_refuses_existing_outputs(module, monkeypatch, capsys, tmp_
     code, err = _run_batch(module, monkeypatch, capsys, "--input", str(src), "--output", str(out),
                            "--model", str(model), "--device", "tpu")
     assert code == 2 and "device 'tpu'" in err
+
+
+def test_failure_names_the_volume_not_the_temporary_file(module, tmp_path):
+    from spineseg.jobs import failure_message
+
+    input_path = str(tmp_path / "SpineSegUNet-x" / "input.nrrd")
+    job = SimpleNamespace(succeeded=False, cancelled=False,
+                          failure=lambda: failure_message(2, stderr_lines=[
+                              f"spineseg: error: {input_path}: image is 2D; segment a 3D volume"]))
+    volume = SimpleNamespace(GetName=lambda: "T2 sag")
+    run = module.SegmentationRun(job, str(tmp_path), volume, input_path, str(tmp_path / "seg.nrrd"), None, None, False)
+    assert run.failureMessage() == "Segmentation failed: volume 'T2 sag': image is 2D; segment a 3D volume."
+    assert not run.succeeded
+    ok = SimpleNamespace(succeeded=True, cancelled=False, failure=lambda: "")
+    run = module.SegmentationRun(ok, str(tmp_path), volume, input_path, str(tmp_path / "missing.nrrd"), None, None,
+                                 False)
+    assert not run.succeeded and "wrote no result file" in run.failureMessage()
