@@ -579,7 +579,8 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
         import sitkUtils
         from spineseg.phantom import make_phantom
 
-        phantom = make_phantom(size=(192, 192, 12), spacing=(1.38, 1.38, 4.4), seed=3)
+        # the default thick-slice geometry (880 x 880 x 12, 0.345 x 0.345 x 4.4 mm): what the model is trained for
+        phantom = make_phantom(seed=3)
         return sitkUtils.PushVolumeToSlicer(phantom.image, None, "SpineSegPhantom")
 
     def test_FailureLeavesSceneUnchanged(self):
