@@ -1,0 +1,64 @@
+"""``spineseg cv DATA -o RUN --folds 5 --models hybrid,no-ux,...``: k-fold cross-validation and ablation table."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "cv"
+HELP = "k-fold cross-validation of one or more architectures; per-model reports and the ablation table."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spineseg.training.options import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (split by case; default 5)")
+    parser.add_argument("--models", default="hybrid,no-ux,no-hanc,resunet,unetpp",
+                        help="comma-separated architectures (default: the ablation set)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spineseg.errors import InputError
+    from spineseg.progress import Reporter
+
+    reporter = Reporter(json_mode=args.json, label="cv")
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        from spineseg.commands.train import _prepare
+        from spineseg.training.crossval import run_cv
+        from spineseg.training.data import kfold_split
+        from spineseg.training.options import config_from_args
+        from spineseg.training.runner import check_run_folder
+
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not models or len(set(models)) != len(models):
+            raise InputError(f"--models {args.models!r}: give distinct architecture names, e.g. hybrid,resunet")
+        configs = [config_from_args(args, m) for m in models]  # checks every name before any work
+        base = configs[0]
+        out = Path(args.output)
+        if main and not args.resume and out.exists() and any(p.name != "cache" for p in out.iterdir()):
+            raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
+        prepared = _prepare(args, base, reporter, main)
+        kfold_split(list(prepared["cases"]), args.folds, base.seed)  # fewer cases than folds: error before training
+        result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
+                        device=args.device, resume=args.resume, event=reporter.event,
+                        progress=None if args.json else reporter, command=[sys.argv[0]] + sys.argv[1:])
+    except InputError as exc:
+        if main:
+            reporter.event("error", message=str(exc), exit_code=2)
+        reporter.close()
+        raise
+    reporter.close()
+    if main:
+        summary = {m: p["mean_dsc"] for m, p in result["pooled"].items()}
+        reporter.event("done", run=str(out), reports=result["reports"], ablation=result["ablation"],
+                       mean_dsc=summary, report=result["ablation"] or next(iter(result["reports"].values()), None))
+        if not args.json:
+            for m, v in summary.items():
+                print(f"{m}: mean DSC {v:.3f}  report {result['reports'][m]}")
+            if result["ablation"]:
+                print(f"ablation table: {result['ablation']}")
+    return 0

@@ -1,0 +1,77 @@
+"""``spineseg train DATA -o RUN``: train one network (single process, or one per GPU under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "train"
+HELP = "Train a segmentation network on <case>_image/<case>_label pairs; writes a model folder."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spineseg.training.options import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument("--model", default="hybrid", help="architecture (hybrid, no-ux, no-hanc, resunet, unetpp, "
+                                                          "nnunet-like)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of the cases held out for validation (default 0.2; 0: none)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spineseg.errors import InputError
+    from spineseg.progress import Reporter
+
+    reporter = Reporter(json_mode=args.json, label="train")
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        from spineseg.training.data import train_val_split
+        from spineseg.training.options import cache_dir, config_from_args
+        from spineseg.training.runner import check_run_folder, prepare_data, run_training
+
+        if not 0.0 <= args.val_fraction < 1.0:
+            raise InputError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1)")
+        config = config_from_args(args, args.model)
+        run_dir = Path(args.output)
+        if main:
+            check_run_folder(run_dir, config, resume=args.resume)
+        prepared = _prepare(args, config, reporter, main)
+        train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
+        result = run_training(config, prepared["cases"], train_ids, val_ids, run_dir,
+                              data_summary=prepared["summary"], device=args.device, resume=args.resume,
+                              event=reporter.event, progress=None if args.json else reporter,
+                              command=[sys.argv[0]] + sys.argv[1:])
+    except InputError as exc:
+        if main:
+            reporter.event("error", message=str(exc), exit_code=2)
+        reporter.close()
+        raise
+    reporter.close()
+    if main:
+        hist = result["history"]
+        last = hist[-1] if hist else {}
+        reporter.event("done", model=result["model"], run=str(run_dir), epochs=len(hist), loss=last.get("loss"),
+                       val_dsc=last.get("val_dsc"),
+                       report=str(run_dir / "validation" / "report.md") if result["val_cases"] else None)
+        if not args.json:
+            print(f"model written to {result['model']}" + (f" (validation mean DSC {last.get('val_dsc'):.3f})"
+                                                           if last.get("val_dsc") is not None else ""))
+    return 0
+
+
+def _prepare(args, config, reporter, main: bool):
+    """Rank 0 preprocesses and caches; other ranks wait, then read the cache."""
+    from spineseg.training.options import cache_dir
+    from spineseg.training.runner import prepare_data
+    from spineseg.training.trainer import init_distributed
+
+    dist_info = init_distributed(args.device)
+    if dist_info.world > 1 and not main:
+        dist_info.barrier()
+        return prepare_data(args.data, config, cache_dir(args))
+    prepared = prepare_data(args.data, config, cache_dir(args), progress=None if args.json else reporter)
+    dist_info.barrier()
+    return prepared

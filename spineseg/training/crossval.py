@@ -1,0 +1,119 @@
+"""k-fold cross-validation of one or several architectures, with reports and the ablation table.
+
+Layout of a CV folder: ``config.json``, ``split.json`` (folds by case), ``environment.json``;
+per model ``<model>/fold<k>/`` (a training run, see :mod:`~spineseg.training.runner`) and
+``<model>/report/`` (evaluation report over all folds: every case is predicted by the fold
+that did not train on it); with several models ``ablation.md/.csv/.json`` (Table 1 layout).
+Finished folds are recorded in ``fold<k>/fold.json`` so ``--resume`` skips them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from spineseg.errors import InputError
+from spineseg.training.data import CachedCase, kfold_split
+from spineseg.training.presets import TrainConfig
+from spineseg.training.runner import model_classes, run_training, write_json
+
+
+def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
+    """Overlay arrays of a case from a finished fold's checkpoint (used when a resumed CV skipped the fold)."""
+    import torch
+
+    from spineseg.metrics import case_metrics  # noqa: F401 - same import path as validate
+    from spineseg.networks import build_network
+    from spineseg.training.trainer import evaluation_pair, load_checkpoint, predict_case
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    net = build_network(config.model, in_channels=1, out_channels=config.out_channels, **config.hparams)
+    net.load_state_dict(ckpt["model"])
+    classes = model_classes(config)
+    values = np.array([0] + [c.value for c in classes], dtype=np.uint8)
+    image, label = evaluation_pair(case, config)
+    pred = values[predict_case(net, image, config, torch.device("cpu"))]
+    gt = (label > 0).astype(np.uint8) * int(classes[0].value) if config.binary else label
+    return image, gt, pred, tuple(case.spacing)
+
+
+def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase], out_dir: os.PathLike, *,
+           folds: int, data_summary: Dict[str, Any], device: str = "auto", resume: bool = False,
+           event: Optional[Callable[..., None]] = None, cancel=None, progress=None,
+           command: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Cross-validate every model in ``models``; returns {"reports": {model: path}, "ablation": path|None,
+    "pooled": {model: pool_metrics}}."""
+    from spineseg.metrics import pool_metrics
+    from spineseg.report import write_ablation_report, write_evaluation_report
+    from spineseg.training.trainer import environment_info
+
+    out = Path(out_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    split = kfold_split(list(cases), folds, base.seed)
+    fold_of = {cid: k for k, ids in enumerate(split) for cid in ids}
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {"mode": "cv", "models": list(models), "folds": int(folds),
+                                         "base": base.to_dict()})
+        write_json(out / "split.json", {"seed": base.seed, "folds": split})
+        write_json(out / "environment.json", {**environment_info(), "command": command or sys.argv})
+    classes = model_classes(base)
+    pooled: Dict[str, Any] = {}
+    reports: Dict[str, str] = {}
+    units = len(models) * len(split)
+    for mi, model in enumerate(models):
+        config = base.replace(model=model)
+        all_cases: Dict[str, Dict[str, Any]] = {}
+        curves: Dict[str, List[Dict[str, Any]]] = {}
+        overlays: Dict[str, Any] = {}
+        for k, val_ids in enumerate(split):
+            run = out / model / f"fold{k}"
+            record = run / "fold.json"
+            train_ids = [c for c in sorted(cases) if c not in set(val_ids)]
+            unit = mi * len(split) + k
+
+            def fold_progress(f: float, m: str, _u: int = unit) -> None:
+                if progress is not None:
+                    progress((_u + f) / units, f"{model} fold {k + 1}/{len(split)}: {m}")
+
+            if resume and record.is_file():
+                done = json.loads(record.read_text(encoding="utf-8"))
+                all_cases.update(done["cases"])
+                curves[str(k)] = done["history"]
+                for cid in val_ids:
+                    overlays[cid] = (lambda c=cid, r=run: _fold_overlay_loader(r, config, cases[c]))
+                continue
+            if run.exists() and not resume and main and any(run.iterdir()):
+                raise InputError(f"{run}: fold folder is not empty; pass --resume or choose a new output folder")
+            result = run_training(config, cases, train_ids, val_ids, run, data_summary=data_summary, device=device,
+                                  resume=resume, event=event, cancel=cancel, progress=fold_progress,
+                                  command=command, name=f"spineseg-{model}-fold{k}", fold=k, write_report=False)
+            if not main:
+                continue
+            all_cases.update(result["val_cases"])
+            curves[str(k)] = result["history"]
+            for cid, arrays in result["overlays"].items():
+                overlays[cid] = (lambda a=arrays: a)
+            fold_pooled = pool_metrics(result["val_cases"], classes)
+            write_json(record, {"model": model, "fold": k, "cases": result["val_cases"], "history": result["history"],
+                                "mean_dsc": fold_pooled["mean_dsc"]})
+            if event is not None:
+                event("fold", model=model, fold=k, folds=len(split), val_cases=len(val_ids),
+                      mean_dsc=fold_pooled["mean_dsc"], dsc=fold_pooled["union"]["mean"]["dsc"],
+                      model_dir=result["model"])
+        if not main:
+            continue
+        pooled[model] = pool_metrics(all_cases, classes)
+        reports[model] = str(write_evaluation_report(
+            out / model / "report", all_cases, classes, folds={c: fold_of[c] for c in all_cases}, curves=curves,
+            overlays=lambda cid: overlays[cid](), title=f"{len(split)}-fold cross-validation: {model}",
+            overwrite=True, extra={"model": model, "folds": len(split)}))
+    ablation = None
+    if main and len(models) > 1:
+        ablation = str(write_ablation_report(out, pooled, classes, title=f"Ablation ({len(split)}-fold CV)",
+                                             overwrite=True))
+    return {"reports": reports, "ablation": ablation, "pooled": pooled, "split": split}

@@ -1,0 +1,89 @@
+"""Command-line options shared by ``spineseg train`` and ``spineseg cv`` -> a resolved TrainConfig."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from spineseg.errors import InputError
+from spineseg.training.presets import PRESETS, TrainConfig, preset_config
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="folder of <case>_image.* / <case>_label.* pairs, or a dataset.json")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder to create (or --resume)")
+    parser.add_argument("--preset", choices=PRESETS, default="default",
+                        help="'paper': the design report's recipe (binary, MSE, Adam, 200 epochs); "
+                             "'default': Dice+CE, foreground sampling, augmentation, multi-class")
+    parser.add_argument("--epochs", type=int, help="number of epochs (preset: 200)")
+    parser.add_argument("--batch", type=int, help="windows per batch and GPU (preset: 8)")
+    parser.add_argument("--lr", type=float, help="base learning rate (preset: 1e-3)")
+    parser.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"), help="training window (12 128 128)")
+    parser.add_argument("--windows-per-case", type=int, help="windows drawn per case and epoch")
+    parser.add_argument("--cases-per-epoch", type=float, help="fraction of the cases drawn each epoch")
+    parser.add_argument("--classes", metavar="SPEC",
+                        help="'multiclass' (1 vertebra, 2 disc, 3 canal), 'binary', or VALUE=NAME pairs")
+    parser.add_argument("--binary", action="store_true", default=None,
+                        help="train one 'spine' class (union of all labels); the paper preset always does")
+    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                        help="network hyper-parameter (JSON value), e.g. width=8; repeatable")
+    parser.add_argument("--n4", dest="n4", action="store_true", default=None, help="N4 bias correction (default on)")
+    parser.add_argument("--no-n4", dest="n4", action="store_false")
+    parser.add_argument("--thick-slices", type=int, metavar="K",
+                        help="average K consecutive slices (thick-slice simulation); 0 auto, 1 off")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (split, windows, initialisation)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic algorithms (slower; bitwise-repeatable runs on CPU)")
+    parser.add_argument("--cache", metavar="DIR", help="preprocessed-data cache folder (default RUN/cache)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    parser.add_argument("--json", action="store_true", help="print JSON lines (epoch, fold, progress, done, error)")
+
+
+def _hparams(items) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--hparam {item!r}: use KEY=VALUE, e.g. width=8")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
+    """Preset values overridden by the options the user gave; validates the model name and hparams."""
+    from spineseg.networks import resolve_hparams
+    from spineseg.preprocessing import PreprocessingConfig
+
+    binary: Optional[bool] = args.binary
+    classes = None
+    if args.classes:
+        from spineseg.commands.evaluate import parse_classes
+
+        parsed, is_binary = parse_classes(args.classes)
+        if is_binary:
+            binary = True
+        else:
+            classes = [c.to_dict() for c in parsed]
+    if args.preset == "paper" and binary is None:
+        binary = True
+    hparams = _hparams(args.hparam)
+    resolve_hparams(model, hparams)  # unknown model or hyper-parameter: InputError now, not after caching
+    prep = PreprocessingConfig()
+    if args.n4 is not None:
+        prep.n4 = bool(args.n4)
+    return preset_config(
+        args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=args.epochs,
+        batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
+        windows_per_case=args.windows_per_case, cases_per_epoch=args.cases_per_epoch,
+        thick_slices=args.thick_slices, workers=args.workers, seed=args.seed, deterministic=args.deterministic,
+        preprocessing=prep.to_dict())
+
+
+def cache_dir(args: argparse.Namespace) -> Path:
+    return Path(args.cache) if args.cache else Path(args.output) / "cache"

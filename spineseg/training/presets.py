@@ -1,0 +1,164 @@
+"""Training recipes: ``paper`` (the design report's recipe, exactly) and ``default`` (what works better).
+
+A :class:`TrainConfig` is the whole resolved configuration of a run; it is written to
+``config.json`` so the run can be repeated from its folder. Importing this module does not
+import torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from spineseg.errors import InputError
+
+PRESETS = ("paper", "default")
+LOSSES = ("mse", "dicece")
+SCHEDULES = ("step", "cosine", "poly")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a run computes (plus device/worker settings that do not)."""
+
+    preset: str = "default"
+    model: str = "hybrid"
+    hparams: Dict[str, Any] = field(default_factory=dict)
+    binary: bool = False
+    classes: List[Dict[str, Any]] = field(default_factory=list)  # ClassInfo dicts; empty: from the task
+    window: List[int] = field(default_factory=lambda: [12, 128, 128])  # D, H, W
+    epochs: int = 200
+    batch: int = 8
+    cases_per_epoch: float = 1.0  # fraction of the training cases drawn each epoch
+    windows_per_case: int = 16
+    loss: str = "dicece"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_every: int = 10  # schedule "step": multiply the lr by step_gamma every step_every epochs
+    step_gamma: float = 0.9
+    poly_power: float = 0.9
+    warmup_epochs: int = 0
+    foreground_prob: float = 0.0  # share of windows centred on a random foreground voxel
+    flips: bool = True
+    intensity_aug: bool = False
+    thick_slices: int = 1  # average k consecutive slices (thick-slice simulation); 0: auto from spacing
+    target_slice_mm: float = 4.4
+    amp: bool = True  # bf16 autocast when on GPU (never on CPU)
+    seed: int = 0
+    val_every: int = 1
+    val_overlap: float = 0.25
+    workers: int = 2
+    deterministic: bool = False
+    preprocessing: Dict[str, Any] = field(default_factory=dict)  # PreprocessingConfig.to_dict()
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        self.window = [int(v) for v in self.window]
+        if len(self.window) != 3 or min(self.window) < 1:
+            raise InputError(f"window {self.window}: give three positive sizes D H W, e.g. 12 128 128")
+        for name in ("epochs", "batch", "windows_per_case", "step_every", "val_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < float(self.cases_per_epoch) <= 1.0:
+            raise InputError(f"cases per epoch {self.cases_per_epoch}: use a fraction in (0, 1]")
+        if not float(self.lr) > 0.0:
+            raise InputError(f"learning rate {self.lr}: use a positive number such as 1e-3")
+        if not 0.0 <= float(self.foreground_prob) <= 1.0:
+            raise InputError(f"foreground probability {self.foreground_prob}: use a fraction in [0, 1]")
+        if int(self.thick_slices) < 0:
+            raise InputError(f"thick slices {self.thick_slices}: use 0 (auto), 1 (off) or k > 1")
+        if self.loss == "mse" and not self.binary:
+            raise InputError("the MSE loss (paper preset) is for binary models; add --binary or use --preset default")
+        if not self.binary and not self.classes:
+            from spineseg.labels import SPINE_CLASSES, classes_to_dicts
+
+            self.classes = classes_to_dicts(SPINE_CLASSES)
+        if int(self.workers) < 0:
+            raise InputError(f"workers {self.workers}: use 0 or more")
+
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.binary else 1 + len(self.classes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"training configuration has unknown settings {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    """The resolved configuration of preset ``name`` with ``overrides`` (None values are ignored).
+
+    ``paper``: random 128x128x12 windows, 40% of the cases per epoch, 16 windows per case,
+    batch 8, MSE on the sigmoid output, Adam lr 1e-3 decayed x0.9 every 10 epochs, 200
+    epochs, flips only, binary target. ``default``: Dice + cross-entropy on logits, half of
+    the windows centred on foreground, intensity augmentation, thick-slice simulation for
+    thin-slice data, bf16 AMP on GPU, AdamW with warm-up then cosine decay, multi-class.
+    """
+    if name == "paper":
+        base: Dict[str, Any] = dict(
+            preset="paper", window=[12, 128, 128], epochs=200, batch=8, cases_per_epoch=0.4,
+            windows_per_case=16, loss="mse", optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step",
+            step_every=10, step_gamma=0.9, warmup_epochs=0, foreground_prob=0.0, flips=True,
+            intensity_aug=False, thick_slices=1, amp=False, binary=True)
+    elif name == "default":
+        base = dict(
+            preset="default", window=[12, 128, 128], epochs=200, batch=8, cases_per_epoch=1.0,
+            windows_per_case=8, loss="dicece", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine",
+            warmup_epochs=5, foreground_prob=0.5, flips=True, intensity_aug=True, thick_slices=0, amp=True,
+            binary=False)
+    else:
+        raise InputError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if base.get("loss") == "mse" and not base.get("binary"):
+        raise InputError("the paper preset trains a binary model (MSE on the sigmoid output); drop --classes/"
+                         "multi-class options or use --preset default")
+    return TrainConfig(**base)
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based); one value per epoch.
+
+    A pure function of the epoch, so resuming needs no scheduler object state and the
+    values are testable: ``step`` gives ``gamma ** (epoch // step_every)``.
+    """
+    import math
+
+    e, n = int(epoch), int(config.epochs)
+    if config.warmup_epochs and e < config.warmup_epochs:
+        return (e + 1) / float(config.warmup_epochs + 1)
+    if config.schedule == "step":
+        return float(config.step_gamma) ** (e // int(config.step_every))
+    start = int(config.warmup_epochs)
+    t = (e - start) / float(max(1, n - start))
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return (1.0 - t) ** float(config.poly_power)  # poly
+
+
+def resolve_thick_slices(config: TrainConfig, slice_mm: float) -> int:
+    """k for thick-slice simulation: ``thick_slices`` if set, else round(target / slice spacing) (>= 1)."""
+    if int(config.thick_slices) >= 1:
+        return int(config.thick_slices)
+    if slice_mm <= 0:
+        return 1
+    return max(1, int(round(float(config.target_slice_mm) / float(slice_mm))))

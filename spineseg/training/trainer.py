@@ -1,0 +1,401 @@
+"""The training loop: windows -> network -> loss -> optimiser, with checkpoints, resume, AMP and DDP.
+
+One process per GPU under ``torchrun`` (PyTorch's DistributedDataParallel, gloo on CPU,
+NCCL on GPU); a single process otherwise. Rank 0 validates, writes checkpoints, the
+model and the logs; every rank gets a disjoint share of the same epoch plan through
+``DistributedSampler``.
+
+A checkpoint (``checkpoints/last.pt``, written atomically after every epoch) holds the
+model, optimiser and scheduler states, the RNG states, the epoch and the history; it is
+read back with ``torch.load(weights_only=True)``. Windows are a function of
+(seed, epoch, index) (see :mod:`~spineseg.training.sampling`), so a run killed anywhere in
+an epoch and resumed redoes that epoch exactly: on CPU the result equals an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from spineseg.errors import Cancelled, InputError
+from spineseg.labels import ClassInfo
+from spineseg.training.data import CachedCase
+from spineseg.training.presets import TrainConfig, lr_factor, resolve_thick_slices
+from spineseg.training.sampling import WindowDataset, thicken
+
+EpochCallback = Callable[[Dict[str, Any]], None]
+CHECKPOINT_FORMAT = "spineseg-checkpoint"
+
+
+# ----------------------------------------------------------------------------- environment and distribution
+
+def environment_info() -> Dict[str, Any]:
+    """Versions, platform and GPUs, for ``environment.json``."""
+    import torch
+
+    import spineseg
+
+    info: Dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
+                            "spineseg": getattr(spineseg, "__version__", "?"), "torch": torch.__version__,
+                            "numpy": np.__version__, "cpu_count": os.cpu_count()}
+    for name in ("monai", "SimpleITK"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - optional information
+            info[name] = None
+    info["cuda_available"] = bool(torch.cuda.is_available())
+    info["cuda"] = torch.version.cuda
+    info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    info["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    return info
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def resolve_device(device: str, dist_info: Dist):
+    import torch
+
+    d = str(device or "auto")
+    if d == "auto":
+        d = "cuda" if torch.cuda.is_available() else "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+        if dist_info.world > 1:
+            return torch.device("cuda", dist_info.local_rank)
+        return torch.device(d)
+    if d != "cpu":
+        raise InputError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def build_loss(config: TrainConfig):
+    """MSE on the sigmoid output (paper) or MONAI's Dice + cross-entropy on logits (default)."""
+    import torch
+
+    if config.loss == "mse":
+        mse = torch.nn.MSELoss()
+        return lambda logits, target: mse(torch.sigmoid(logits), target)
+    from monai.losses import DiceCELoss
+
+    if config.binary:
+        fn = DiceCELoss(sigmoid=True)
+        return lambda logits, target: fn(logits, target)
+    fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    return lambda logits, target: fn(logits, target[:, None])
+
+
+def build_optimizer(config: TrainConfig, params):
+    import torch
+
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.99, nesterov=True, weight_decay=config.weight_decay)
+    raise InputError(f"unknown optimizer {config.optimizer!r}; use adam, adamw or sgd")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _rng_state() -> Dict[str, Any]:
+    import torch
+
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_pos": int(random.getstate()[2] or 0),
+             "numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "numpy_pos": int(np_state[2])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(int(v) for v in state["python"]), state.get("python_pos") or None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to fix
+        raise InputError(f"{path}: cannot read checkpoint ({exc}); delete it to start over") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a SpineSeg checkpoint; delete it or choose another run folder")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- validation
+
+def predict_case(network, image: np.ndarray, config: TrainConfig, device, *, batch: int = 4) -> np.ndarray:
+    """Channel indices (D, H, W) for a canonical preprocessed volume (sliding window, Gaussian blend)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    was_training = network.training
+    network.eval()
+    x = torch.from_numpy(np.array(image, dtype=np.float32))[None, None].to(device)
+    window = [min(int(w), int(s)) if i == 0 else int(w) for i, (w, s) in enumerate(zip(config.window, image.shape))]
+    use_amp = device.type == "cuda" and config.amp
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = sliding_window_inference(x, window, batch, network, overlap=config.val_overlap, mode="gaussian")
+    network.train(was_training)
+    logits = logits.float()
+    if config.binary:
+        return (logits[0, 0] > 0).to(torch.uint8).cpu().numpy()
+    return logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def evaluation_pair(case: CachedCase, config: TrainConfig):
+    """(image, label) of a validation case as the model sees it: thick-slice simulated with offset 0."""
+    k = resolve_thick_slices(config, case.spacing[0])
+    return thicken(np.asarray(case.image()), np.asarray(case.label()), k, 0)
+
+
+def validate(network, cases: Dict[str, CachedCase], config: TrainConfig, classes: Sequence[ClassInfo], device,
+             *, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+    """Per-case metrics (:func:`spineseg.metrics.case_metrics`) on ``cases``.
+
+    ``keep``: filled with case id -> (image, gt, pred) canonical arrays for overlays.
+    """
+    from spineseg.metrics import case_metrics
+
+    values = np.array([0] + [c.value for c in classes], dtype=np.uint8)
+    out: Dict[str, Dict[str, Any]] = {}
+    for cid in sorted(cases):
+        image, label = evaluation_pair(cases[cid], config)
+        pred_idx = predict_case(network, image, config, device)
+        pred = values[pred_idx]
+        gt = (label > 0).astype(np.uint8) * int(classes[0].value) if config.binary else label
+        out[cid] = case_metrics(pred, gt, classes)
+        if keep is not None:
+            keep[cid] = (image, gt, pred, tuple(cases[cid].spacing))
+    return out
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class TrainResult:
+    network: Any
+    history: List[Dict[str, Any]]
+    val_cases: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    windows: int = 0
+    checkpoint: Optional[Path] = None
+    overlays: Dict[str, Any] = field(default_factory=dict)
+
+
+def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Dict[str, CachedCase],
+          run_dir: os.PathLike, classes: Sequence[ClassInfo], *, device: str = "auto", resume: bool = False,
+          on_epoch: Optional[EpochCallback] = None, cancel: Optional[Callable[[], bool]] = None,
+          progress: Optional[Callable[[float, str], None]] = None, tensorboard: bool = True,
+          record_indices: Optional[List[int]] = None) -> TrainResult:
+    """Train one network; returns it (unwrapped, on CPU-or-device) with the per-epoch history.
+
+    ``record_indices`` (tests): filled with the plan indices this rank trained on, per epoch
+    offset by ``epoch * 1_000_000``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from spineseg.networks import build_network
+
+    run = Path(run_dir)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    dist_info = init_distributed(device)
+    dev = resolve_device(device, dist_info)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(int(config.seed))
+    random.seed(int(config.seed))
+    if not train_cases:
+        raise InputError("no training cases")
+
+    net = build_network(config.model, in_channels=1, out_channels=config.out_channels, **config.hparams).to(dev)
+    model = net
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
+    loss_fn = build_loss(config)
+
+    start_epoch, history = 0, []  # type: int, List[Dict[str, Any]]
+    total_windows, elapsed_before = 0, 0.0
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        old, new = dict(ckpt.get("config") or {}), json.loads(json.dumps(config.to_dict()))
+        old.pop("workers", None)
+        new.pop("workers", None)
+        if old != new:
+            raise InputError(f"{ckpt_path}: checkpoint was written with a different configuration; "
+                             "resume with the same options or start a new run folder")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch = int(ckpt["epoch"])
+        history = list(ckpt["history"])
+        total_windows = int(ckpt.get("windows", 0))
+        elapsed_before = float(ckpt.get("seconds", 0.0))
+
+    writer = None
+    if tensorboard and dist_info.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run / "tensorboard"))
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            writer = None
+
+    dataset = WindowDataset(train_cases, config, [c.value for c in classes])
+    use_amp = dev.type == "cuda" and bool(config.amp)
+    started = time.monotonic()
+    for epoch in range(start_epoch, int(config.epochs)):
+        t0 = time.monotonic()
+        dataset.set_epoch(epoch)
+        sampler = None
+        if dist_info.world > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
+                                         shuffle=False, drop_last=True)
+        loader = DataLoader(dataset, batch_size=int(config.batch), sampler=sampler, shuffle=False,
+                            num_workers=int(config.workers), pin_memory=dev.type == "cuda", drop_last=False,
+                            persistent_workers=False)
+        model.train()
+        loss_sum, n_windows, steps = 0.0, 0, 0
+        n_steps = max(1, len(loader))
+        for x, y, idx in loader:
+            if cancel is not None and cancel():
+                raise Cancelled(f"training cancelled in epoch {epoch + 1}; --resume continues from epoch {epoch + 1}")
+            x = x.to(dev, non_blocking=True)
+            y = y.to(dev, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * x.shape[0]
+            n_windows += int(x.shape[0])
+            steps += 1
+            if record_indices is not None:
+                record_indices.extend(int(i) + epoch * 1_000_000 for i in idx)
+            if progress is not None:
+                progress((epoch + steps / n_steps) / config.epochs, f"epoch {epoch + 1}/{config.epochs}")
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([loss_sum, float(n_windows)], dtype=torch.float64, device=dev)
+            dist.all_reduce(t)
+            loss_sum, n_windows = float(t[0]), int(t[1])
+        lr = float(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+        train_s = time.monotonic() - t0
+        val_dsc = None
+        if dist_info.main and val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            pooled = _pool(validate(net, val_cases, config, classes, dev), classes)
+            val_dsc = float(pooled["mean_dsc"])
+        total_windows += n_windows
+        seconds = time.monotonic() - t0
+        done_epochs = epoch + 1 - start_epoch
+        eta = (time.monotonic() - started) / done_epochs * (config.epochs - epoch - 1)
+        record = {"epoch": epoch + 1, "epochs": int(config.epochs), "loss": loss_sum / max(1, n_windows),
+                  "val_dsc": val_dsc, "lr": lr, "windows": n_windows,
+                  "windows_per_s": n_windows / max(train_s, 1e-9), "seconds": seconds, "eta_s": eta}
+        history.append(record)
+        if dist_info.main:
+            _atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "config": config.to_dict(),
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(), "history": history, "windows": total_windows,
+                "seconds": elapsed_before + time.monotonic() - started}, ckpt_path)
+            if writer is not None:
+                for key in ("loss", "val_dsc", "lr", "windows_per_s"):
+                    if record[key] is not None:
+                        writer.add_scalar(key, record[key], epoch + 1)
+            if on_epoch is not None:
+                on_epoch(record)
+        dist_info.barrier()
+    if writer is not None:
+        writer.close()
+    return TrainResult(net, history, seconds=elapsed_before + time.monotonic() - started, windows=total_windows,
+                       checkpoint=ckpt_path)
+
+
+def _pool(cases: Dict[str, Dict[str, Any]], classes: Sequence[ClassInfo]) -> Dict[str, Any]:
+    from spineseg.metrics import pool_metrics
+
+    return pool_metrics(cases, classes)
