@@ -188,7 +188,7 @@ class CurveSeries:
 
     @property
     def label(self) -> str:
-        return self.model if self.fold is None else f"{self.model} fold {self.fold}"
+        return self.model if self.fold is None else f"{self.model} fold {self.fold + 1}"  # folds count from 0
 
     def add(self, epoch: int, loss: Optional[float], val_dsc: Optional[float]) -> None:
         """Record one epoch; a repeated epoch (after a resume) replaces the old value."""
@@ -250,10 +250,11 @@ class RunMonitor:
         self.error: Optional[Dict[str, Any]] = None
         self.folds_done: List[Dict[str, Any]] = []
         self.log: List[str] = []
+        self.message = ""
 
     # -- feeding
     def feed(self, event: Mapping[str, Any]) -> str:
-        """Take one event; returns its log line (also appended to ``log``)."""
+        """Take one event; returns its log line (also appended to ``log``; "" for progress events)."""
         kind = event.get("event")
         if kind == "epoch":
             line = self._epoch(event)
@@ -261,7 +262,7 @@ class RunMonitor:
             self.folds_done.append(dict(event))
             line = self._fold_line(event)
         elif kind == "progress":
-            line = self._progress(event)
+            return self._progress(event)
         elif kind == "done":
             self.done = dict(event)
             self._advance(1.0)
@@ -302,16 +303,19 @@ class RunMonitor:
 
     def _fold_line(self, event: Mapping[str, Any]) -> str:
         model, fold = self._key(event)
-        text = f"{model} fold {fold}" if fold is not None else model
+        text = f"{model} fold {fold + 1}" if fold is not None else model
         values = [f"{k} {_number(event[k]):.3f}" for k in ("dsc", "val_dsc", "mean_dsc") if k in event]
         return f"{text} finished" + (f": {', '.join(values)}" if values else "")
 
     def _progress(self, event: Mapping[str, Any]) -> str:
+        """Progress events (the CLI's fraction of the whole run) move the bar; they are too
+        frequent for the log, so they set ``message`` and return ""."""
         fraction = _number(event.get("fraction"))
-        if not math.isnan(fraction) and self.units == 1:
+        if not math.isnan(fraction):
             self._advance(fraction)
-        message = str(event.get("message") or "working")
-        return f"{message[:1].upper()}{message[1:]}" + ("" if math.isnan(fraction) else f": {100 * fraction:.0f}%")
+        message = str(event.get("message") or "")
+        self.message = f"{message[:1].upper()}{message[1:]}"
+        return ""
 
     def _advance(self, fraction: float) -> None:
         self.fraction = max(self.fraction, min(1.0, max(0.0, fraction)))
@@ -332,9 +336,11 @@ class RunMonitor:
         return elapsed * (1.0 - self.fraction) / self.fraction
 
     def status_text(self) -> str:
+        """"42% (about 3 min left)", with the latest progress message when there is one."""
         eta = format_eta(self.eta()) if self.fraction < 1.0 else ""
         text = f"{100 * self.fraction:.0f}%"
-        return f"{text} ({eta})" if eta else text
+        text = f"{text} ({eta})" if eta else text
+        return f"{text}: {self.message}" if self.message and self.fraction < 1.0 else text
 
     def curves(self) -> List[CurveSeries]:
         return list(self.series.values())
@@ -421,7 +427,8 @@ def _results_from_metrics(path: Path) -> Optional[ResultsTable]:
     classes = doc.get("classes")
     if not isinstance(pooled, dict) or not isinstance(classes, list):
         return None
-    name = str(doc.get("model") or doc.get("name") or path.parent.name)
+    extra = doc.get("extra") if isinstance(doc.get("extra"), dict) else {}
+    name = str(extra.get("model") or _run_config(path.parent.parent).get("model") or path.parent.parent.name)
     rows = ablation_rows({name: pooled}, [ClassInfo.from_dict(c) for c in classes])
     table = [{"metric": METRIC_LABELS[r["metric"]], "structure": r["structure"],
               "cells": [_cell(r["values"][name]["mean"], r["values"][name]["std"])], "best": [name]} for r in rows]
@@ -432,10 +439,16 @@ def _results_from_metrics(path: Path) -> Optional[ResultsTable]:
 # --------------------------------------------------------------------------- runs and models
 @dataclass
 class RunInfo:
-    """A run folder the panel can resume or take a model from."""
+    """A run folder (``spineseg train`` or ``spineseg cv`` output) the panel can resume or read.
+
+    ``command`` is the original argument list from ``environment.json`` (without the
+    program), so a resume repeats the options the run was started with, as the CLI requires.
+    """
 
     path: Path
+    mode: str  # train | cv
     config: Dict[str, Any]
+    command: List[str]
     checkpoint: Optional[Path]
     finished: bool
 
@@ -444,30 +457,49 @@ class RunInfo:
         return self.checkpoint is not None and not self.finished
 
 
-def _checkpoints(run: Path) -> List[Path]:
-    folder = run / "checkpoints"
-    candidates = list(folder.rglob("*")) if folder.is_dir() else []
-    candidates += [p for p in run.glob("*checkpoint*")]
-    return [p for p in candidates if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
+def _run_config(run: Path) -> Dict[str, Any]:
+    try:
+        doc = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _original_command(run: Path) -> List[str]:
+    """The arguments after the program in environment.json's ``command``, from the sub-command on."""
+    try:
+        command = json.loads((run / "environment.json").read_text(encoding="utf-8")).get("command") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    command = [str(c) for c in command]
+    for i, arg in enumerate(command):
+        if arg in MODES:
+            return command[i:]
+    return []
 
 
 def run_info(run_dir: PathLike) -> Optional[RunInfo]:
-    """What a run folder holds (None when it is not a run: no config.json)."""
+    """What a run folder holds (None when it is not a run: no config.json).
+
+    train: finished once ``model/model.json`` exists (written at the end).
+    cv: finished once every model's ``<model>/report/metrics.json`` exists (and, for
+    several models, ``ablation.json``); its checkpoints sit in ``<model>/fold<k>/checkpoints``.
+    """
     run = Path(run_dir)
-    config_path = run / "config.json"
-    if not config_path.is_file():
+    if not (run / "config.json").is_file():
         return None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    checkpoints = sorted(_checkpoints(run), key=lambda p: p.stat().st_mtime)
-    finished = find_trained_model(run) is not None or read_results_exists(run)
-    return RunInfo(run, config if isinstance(config, dict) else {}, checkpoints[-1] if checkpoints else None, finished)
-
-
-def read_results_exists(run: Path) -> bool:
-    return _find_file(run, "ablation.json") is not None or (run / "metrics.json").is_file()
+    config = _run_config(run)
+    mode = "cv" if config.get("mode") == "cv" else "train"
+    if mode == "cv":
+        models = [str(m) for m in config.get("models") or []]
+        finished = bool(models) and all((run / m / "report" / "metrics.json").is_file() for m in models) \
+            and (len(models) < 2 or (run / "ablation.json").is_file())
+        checkpoints = [p for p in run.glob("*/fold*/checkpoints/*") if p.suffix in CHECKPOINT_SUFFIXES]
+    else:
+        finished = (run / "model" / "model.json").is_file()
+        checkpoints = [p for p in run.glob("checkpoints/*") if p.suffix in CHECKPOINT_SUFFIXES]
+    checkpoints = sorted((p for p in checkpoints if p.is_file()), key=lambda p: p.stat().st_mtime)
+    return RunInfo(run, mode, config, _original_command(run), checkpoints[-1] if checkpoints else None, finished)
 
 
 def find_resumable_run(folder: PathLike) -> Optional[RunInfo]:
@@ -475,29 +507,47 @@ def find_resumable_run(folder: PathLike) -> Optional[RunInfo]:
     root = Path(folder)
     if not root.is_dir():
         return None
-    runs = [info for info in (run_info(p) for p in [root, *sorted(q for q in root.iterdir() if q.is_dir())])
-            if info is not None and info.resumable]
+    here = run_info(root)
+    candidates = [here] if here is not None else [run_info(p) for p in sorted(root.iterdir()) if p.is_dir()]
+    runs = [r for r in candidates if r is not None and r.resumable]
     if not runs:
         return None
     return max(runs, key=lambda r: r.checkpoint.stat().st_mtime)  # type: ignore[union-attr]
 
 
+def resume_command(run: RunInfo, options: TrainingOptions, *, python: Optional[str] = None) -> List[str]:
+    """The command that continues ``run``: its original arguments plus ``--resume`` and ``--json``.
+
+    The CLI refuses a resume whose settings differ from the run's, so the panel's
+    current choices are not used, except ``options.gpus`` (one process or torchrun):
+    the hardware may change between sessions. Without a recorded command, the
+    panel's options are used with ``--resume`` (the CLI then says what differs).
+    """
+    if not run.command:
+        resumed = TrainingOptions(**{**options.__dict__, "mode": run.mode, "output": str(run.path), "resume": True})
+        return build_command(resumed, python=python)
+    py = python or sys.executable
+    args = [a for a in run.command if a not in ("--resume", "--json")]
+    if options.distributed and run.mode == "train":
+        head = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(options.gpus)}",
+                "-m", "spineseg"]
+    else:
+        head = [py, "-m", "spineseg"]
+    return head + args + ["--resume", "--json"]
+
+
 def find_trained_model(run_dir: PathLike, done: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
-    """The model folder a run produced: the done event's ``model``, else a ``model.json`` in the run."""
-    if done and done.get("model"):
-        path = Path(str(done["model"]))
-        if (path / "model.json").is_file():
-            return path
-    run = Path(run_dir)
-    if not run.is_dir():
-        return None
-    headers = sorted(run.rglob("model.json"), key=lambda p: (len(p.relative_to(run).parts), str(p)))
-    for header in headers:
+    """The model a training run produced (the done event's ``model``, else ``RUN/model``); None for a
+    cross-validation, whose per-fold models are for evaluation, not for use."""
+    candidates = [Path(str(done["model"]))] if done and done.get("model") else []
+    candidates.append(Path(run_dir) / "model")
+    for path in candidates:
         try:
-            if json.loads(header.read_text(encoding="utf-8")).get("format") == "spineseg-model":
-                return header.parent
-        except (OSError, ValueError, AttributeError):
+            header = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
+        if isinstance(header, dict) and header.get("format") == "spineseg-model":
+            return path
     return None
 
 
@@ -525,6 +575,7 @@ class DatasetSummary:
     cases: List[str]
     classes: List[int]
     problems: List[str]  # one line per problem, naming the case
+    details: Dict[str, str] = field(default_factory=dict)  # case -> "size, spacing, label values"
 
     @property
     def ok(self) -> bool:
@@ -535,70 +586,52 @@ class DatasetSummary:
         if self.classes:
             lines.append("label values: " + ", ".join(str(v) for v in self.classes))
         lines += [f"problem: {p}" for p in self.problems]
+        lines += [f"{case}: {self.details[case]}" for case in self.cases if case in self.details]
         return "\n".join(lines)
 
 
-def summarize_dataset(folder: PathLike, *, read_labels: bool = True) -> DatasetSummary:
-    """Pair ``<case>_image.<ext>`` with ``<case>_label.<ext>`` and check each pair's geometry.
+def check_dataset(folder: PathLike, allowed_values: Optional[Sequence[int]] = None):
+    """Check a training folder case by case, as ``spineseg train`` will (its own discovery and checks).
 
-    Reads image headers only, and label voxels when ``read_labels`` (to list the
-    classes). Problems are reported per case, never raised, so the panel can list them all.
+    A generator, so the panel can check one case per timer tick and stay responsive:
+    yields ``(fraction done, summary so far)``; the last summary is complete. A folder
+    problem (no pairs, an unpaired file) ends the check with that one problem.
     """
-    import SimpleITK as sitk
+    from spineseg.errors import InputError
+    from spineseg.labels import SPINE_CLASSES
+    from spineseg.training.data import find_cases, read_case
 
-    from spineseg.io import is_image_file, strip_image_extension
-
-    root = Path(folder)
-    if not root.is_dir():
-        return DatasetSummary(root, [], [], [f"{root} is not a folder; choose the dataset folder"])
-    images: Dict[str, Path] = {}
-    labels: Dict[str, Path] = {}
-    for p in sorted(root.iterdir()):
-        if not is_image_file(p):
-            continue
-        stem = strip_image_extension(p)
-        if stem.endswith("_image"):
-            images[stem[:-len("_image")]] = p
-        elif stem.endswith("_label"):
-            labels[stem[:-len("_label")]] = p
-    problems = [f"{case}: image without label ({images[case].name})" for case in sorted(set(images) - set(labels))]
-    problems += [f"{case}: label without image ({labels[case].name})" for case in sorted(set(labels) - set(images))]
-    cases = sorted(set(images) & set(labels))
+    allowed = [c.value for c in SPINE_CLASSES] if allowed_values is None else list(allowed_values)
+    summary = DatasetSummary(Path(folder), [], [], [])
+    try:
+        cases = find_cases(folder)
+    except InputError as exc:
+        summary.problems.append(str(exc))
+        yield 1.0, summary
+        return
+    summary.cases = [c.id for c in cases]
     values: set = set()
-    for case in cases:
+    for i, case in enumerate(cases):
         try:
-            info = [_header(images[case]), _header(labels[case])]
-        except RuntimeError as exc:
-            problems.append(f"{case}: cannot be read ({' '.join(str(exc).split())[:120]})")
-            continue
-        (isize, ispacing, iorigin, idir), (lsize, lspacing, lorigin, ldir) = info
-        if len(isize) != 3:
-            problems.append(f"{case}: image is {len(isize)}D; SpineSeg trains on 3D volumes")
-        elif isize != lsize:
-            problems.append(f"{case}: label size {lsize} differs from image size {isize}")
-        elif not (_close(ispacing, lspacing) and _close(iorigin, lorigin, 1e-3) and _close(idir, ldir)):
-            problems.append(f"{case}: label geometry (spacing/origin/direction) differs from the image")
-        if read_labels:
-            import numpy as np
-
-            array = sitk.GetArrayFromImage(sitk.ReadImage(str(labels[case])))
-            values.update(int(v) for v in np.unique(array))
-    if not images and not labels:
-        problems.append(f"{root}: no <case>_image / <case>_label pairs found")
-    return DatasetSummary(root, cases, sorted(v for v in values if v != 0), problems)
+            image, _, present = read_case(case, allowed)
+        except InputError as exc:
+            summary.problems.append(str(exc))
+        else:
+            values.update(present)
+            size = "x".join(str(n) for n in image.GetSize())
+            spacing = "x".join(f"{v:.2f}" for v in image.GetSpacing())
+            summary.details[case.id] = f"{size} voxels, {spacing} mm, labels {', '.join(map(str, present))}"
+        summary.classes = sorted(v for v in values if v != 0)
+        yield (i + 1) / len(cases), summary
 
 
-def _header(path: Path) -> Tuple[tuple, tuple, tuple, tuple]:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
-
-
-def _close(a: Sequence[float], b: Sequence[float], tol: float = 1e-4) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in zip(a, b))
+def summarize_dataset(folder: PathLike, allowed_values: Optional[Sequence[int]] = None) -> DatasetSummary:
+    """:func:`check_dataset` run to the end."""
+    summary = None
+    for _, summary in check_dataset(folder, allowed_values):
+        pass
+    assert summary is not None
+    return summary
 
 
 # --------------------------------------------------------------------------- headless

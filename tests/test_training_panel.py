@@ -168,8 +168,8 @@ def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
             mon.feed({"event": "fold", "model": model, "fold": fold, "dsc": 0.8})
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     assert seen[1] == pytest.approx(0.25)
-    assert [c.label for c in mon.curves()] == ["hybrid fold 0", "hybrid fold 1", "no-ux fold 0", "no-ux fold 1"]
-    assert len(mon.folds_done) == 4 and mon.log[2] == "hybrid fold 0 finished: dsc 0.800"
+    assert [c.label for c in mon.curves()] == ["hybrid fold 1", "hybrid fold 2", "no-ux fold 1", "no-ux fold 2"]
+    assert len(mon.folds_done) == 4 and mon.log[2] == "hybrid fold 1 finished: dsc 0.800"
     # cv: the per-training eta_s is ignored, the ETA is extrapolated over the whole run
     mon2 = tp.RunMonitor(_options(mode="cv", models=["hybrid"], folds=4), clock=clock)
     clock.t += 30
@@ -180,8 +180,9 @@ def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
 
 def test_progress_error_and_unknown_events():
     mon = tp.RunMonitor(None)
-    assert mon.feed({"event": "progress", "fraction": 0.5, "message": "loading cases"}) == "Loading cases: 50%"
-    assert mon.fraction == 0.5
+    assert mon.feed({"event": "progress", "fraction": 0.5, "message": "caching cases"}) == ""
+    assert mon.fraction == 0.5 and mon.log == []  # progress moves the bar, not the log
+    assert mon.status_text().endswith(": Caching cases")
     mon.feed({"event": "progress", "fraction": 0.2, "message": "x"})
     assert mon.fraction == 0.5  # monotone
     assert mon.feed({"event": "error", "message": "no label for case 3", "exit_code": 2}) == \
@@ -228,13 +229,24 @@ def test_results_table_from_ablation_report(tmp_path):
         assert r["best"] and set(r["best"]) <= {"hybrid", "no-ux"}
 
 
-def test_results_table_from_single_model_metrics(tmp_path):
-    pooled = _pooled(2)
-    doc = {"model": "hybrid", "classes": [c.to_dict() for c in SPINE_CLASSES], "pooled": pooled}
-    (tmp_path / "metrics.json").write_text(json.dumps(doc), encoding="utf-8")
-    table = tp.read_results(tmp_path)
-    assert table.models == ["hybrid"] and len(table.rows) == 15
-    assert table.rows[0]["cells"][0].startswith(f"{pooled['classes']['vertebra']['mean']['dsc']:.3f}")
+def test_results_table_from_single_model_report(tmp_path):
+    from spineseg.report import write_evaluation_report
+
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 4, size=(3, 8, 8))
+    cases = {"c0": case_metrics(gt, gt, SPINE_CLASSES), "c1": case_metrics(np.roll(gt, 1, axis=2), gt, SPINE_CLASSES)}
+    # a one-model cv: <run>/<model>/report/metrics.json
+    write_evaluation_report(tmp_path / "cv" / "no-hanc" / "report", cases, SPINE_CLASSES, extra={"model": "no-hanc"})
+    table = tp.read_results(tmp_path / "cv")
+    assert table.models == ["no-hanc"] and len(table.rows) == 15
+    assert table.report == tmp_path / "cv" / "no-hanc" / "report" / "report.md"
+    dsc = pool_metrics(cases, SPINE_CLASSES)["classes"]["vertebra"]
+    assert table.rows[0]["cells"][0] == f"{dsc['mean']['dsc']:.3f} ± {dsc['std']['dsc']:.3f}"
+    # a train run: <run>/validation/metrics.json, the model named by config.json
+    (tmp_path / "tr").mkdir()
+    (tmp_path / "tr" / "config.json").write_text(json.dumps({"model": "resunet"}))
+    write_evaluation_report(tmp_path / "tr" / "validation", cases, SPINE_CLASSES)
+    assert tp.read_results(tmp_path / "tr").models == ["resunet"]
 
 
 def test_no_results_yet(tmp_path):
@@ -249,39 +261,86 @@ def _model_dir(path: Path) -> Path:
     return path
 
 
-def test_resumable_run_is_the_latest_unfinished_checkpoint(tmp_path):
+def _train_run(path: Path, *, checkpoint=True, finished=False, command=None) -> Path:
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model": "hybrid", "preset": "default", "epochs": 5}))
+    if command is not None:
+        (path / "environment.json").write_text(json.dumps({"python": "3.11", "command": command}))
+    if checkpoint:
+        (path / "checkpoints" / "last.pt").write_bytes(b"x")
+    if finished:
+        _model_dir(path / "model")
+    return path
+
+
+def test_train_run_info_and_latest_resumable(tmp_path):
     import os
 
-    old = tmp_path / "old"
-    (old / "checkpoints").mkdir(parents=True)
-    (old / "config.json").write_text('{"command": "train"}')
-    (old / "checkpoints" / "last.pt").write_bytes(b"x")
+    old = _train_run(tmp_path / "old")
     os.utime(old / "checkpoints" / "last.pt", (1000, 1000))
-    new = tmp_path / "new"
-    (new / "checkpoints").mkdir(parents=True)
-    (new / "config.json").write_text('{"command": "cv"}')
-    (new / "checkpoints" / "epoch3.pt").write_bytes(b"x")
+    new = _train_run(tmp_path / "new")
+    _train_run(tmp_path / "fresh", checkpoint=False)
     (tmp_path / "notarun").mkdir()
     found = tp.find_resumable_run(tmp_path)
-    assert found.path == new and found.checkpoint.name == "epoch3.pt" and found.config == {"command": "cv"}
-    # a finished run (it holds its model) is not resumed
-    _model_dir(new / "model")
+    assert found.path == new and found.mode == "train" and found.checkpoint.name == "last.pt"
+    assert found.config["epochs"] == 5 and found.command == []
+    _model_dir(new / "model")  # finished: it holds its model
+    assert tp.run_info(new).finished and not tp.run_info(new).resumable
     assert tp.find_resumable_run(tmp_path).path == old
-    assert tp.find_resumable_run(old).path == old
+    assert tp.find_resumable_run(old).path == old  # the output folder may be the run itself
+    assert tp.find_resumable_run(new) is None
     assert tp.find_resumable_run(tmp_path / "missing") is None
     assert tp.run_info(tmp_path / "notarun") is None
 
 
-def test_trained_model_from_done_event_or_run_folder(tmp_path):
+def test_cv_run_is_finished_when_every_report_exists(tmp_path):
+    run = tmp_path / "cv"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"mode": "cv", "models": ["hybrid", "no-ux"], "folds": 2}))
+    assert tp.run_info(run).mode == "cv" and not tp.run_info(run).resumable  # no checkpoint yet
+    _train_run(run / "hybrid" / "fold0", finished=True)
+    _train_run(run / "hybrid" / "fold1")
+    info = tp.find_resumable_run(run)
+    assert info.path == run
+    assert info.checkpoint.parent.parent.parent == run / "hybrid"
+    for m in ("hybrid", "no-ux"):
+        (run / m / "report").mkdir(parents=True)
+        (run / m / "report" / "metrics.json").write_text("{}")
+    assert tp.find_resumable_run(run) is not None  # the ablation table is still missing
+    (run / "ablation.json").write_text("{}")
+    assert tp.run_info(run).finished and tp.find_resumable_run(run) is None
+
+
+def test_resume_repeats_the_original_command(tmp_path):
+    original = ["/x/spineseg/__main__.py", "train", "/data", "-o", str(tmp_path / "r"), "--model", "no-ux",
+                "--epochs", "5", "--json"]
+    run = tp.run_info(_train_run(tmp_path / "r", command=original))
+    assert run.command == original[1:]
+    panel = _options(models=["unetpp"], epochs=50)  # what the panel shows now does not matter
+    argv = tp.resume_command(run, panel, python="/py")
+    assert argv == ["/py", "-m", "spineseg", "train", "/data", "-o", str(tmp_path / "r"), "--model", "no-ux",
+                    "--epochs", "5", "--resume", "--json"]
+    argv = tp.resume_command(run, _options(device="cuda", gpus=[0, 1]), python="/py")
+    assert argv[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert argv[-2:] == ["--resume", "--json"]
+    # no environment.json: the panel's options with --resume, on the run's folder
+    bare = tp.run_info(_train_run(tmp_path / "bare"))
+    argv = tp.resume_command(bare, panel, python="/py")
+    assert argv[argv.index("-o") + 1] == str(tmp_path / "bare") and "--resume" in argv
+
+
+def test_trained_model_of_a_train_run(tmp_path):
     run = tmp_path / "run"
-    deep = _model_dir(run / "folds" / "fold0" / "model")
     top = _model_dir(run / "model")
-    (run / "bogus").mkdir()
-    (run / "bogus" / "model.json").write_text("{}")
+    other = _model_dir(tmp_path / "elsewhere")
     assert tp.find_trained_model(run) == top
-    assert tp.find_trained_model(run, {"model": str(deep)}) == deep
+    assert tp.find_trained_model(run, {"model": str(other)}) == other
     assert tp.find_trained_model(run, {"model": str(tmp_path / "gone")}) == top
-    assert tp.find_trained_model(tmp_path / "missing") is None
+    cv = tmp_path / "cv"
+    _model_dir(cv / "hybrid" / "fold0" / "model")
+    assert tp.find_trained_model(cv) is None  # fold models are for evaluation
+    (run / "model" / "model.json").write_text("{}")
+    assert tp.find_trained_model(run) is None
 
 
 def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
@@ -305,38 +364,46 @@ def _pair(folder: Path, case: str, *, size=(16, 12, 3), label_size=None, label_s
     sitk.WriteImage(lab, str(folder / f"{case}_label.nrrd"))
 
 
-def test_dataset_summary_lists_cases_classes_and_problems(tmp_path):
+def test_dataset_check_lists_cases_classes_and_problems_per_case(tmp_path):
     _pair(tmp_path, "a", values=(0, 1, 3))
     _pair(tmp_path, "b", values=(2,))
     _pair(tmp_path, "c", label_size=(16, 12, 4))
     _pair(tmp_path, "d", label_spacing=(0.5, 0.5, 3.0))
-    sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkUInt8), str(tmp_path / "e_label.nii.gz"))
-    sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkFloat32), str(tmp_path / "f_image.mha"))
+    _pair(tmp_path, "e", values=(1, 7))
     (tmp_path / "readme.txt").write_text("x")
-    s = tp.summarize_dataset(tmp_path)
-    assert s.cases == ["a", "b", "c", "d"]
+    steps = list(tp.check_dataset(tmp_path))
+    assert [round(f, 2) for f, _ in steps] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    s = steps[-1][1]
+    assert s.cases == ["a", "b", "c", "d", "e"]
     assert s.classes == [1, 2, 3]
     assert not s.ok
-    assert s.problems == ["f: image without label (f_image.mha)", "e: label without image (e_label.nii.gz)",
-                          "c: label size (16, 12, 4) differs from image size (16, 12, 3)",
-                          "d: label geometry (spacing/origin/direction) differs from the image"]
-    assert s.text().splitlines()[:2] == [f"4 case(s) in {tmp_path}", "label values: 1, 2, 3"]
+    assert [p.split(":")[0] for p in s.problems] == ["case c", "case d", "case e"]
+    assert "size" in s.problems[0] and "spacing" in s.problems[1] and "[7]" in s.problems[2]
+    text = s.text().splitlines()
+    assert text[:2] == [f"5 case(s) in {tmp_path}", "label values: 1, 2, 3"]
+    assert "a: 16x12x3 voxels, 0.50x0.50x4.00 mm, labels 0, 1, 3" in text
+    assert tp.summarize_dataset(tmp_path, allowed_values=[1, 2, 3, 7]).problems[-1].startswith("case d")
 
 
-def test_dataset_summary_of_a_good_and_a_missing_folder(tmp_path):
+def test_dataset_folder_problems(tmp_path):
     _pair(tmp_path, "a")
     assert tp.summarize_dataset(tmp_path).ok
-    assert tp.summarize_dataset(tmp_path, read_labels=False).classes == []
+    sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkFloat32), str(tmp_path / "f_image.mha"))
+    s = tp.summarize_dataset(tmp_path)
+    assert not s.ok and s.problems[0].startswith("case f: f_image.mha has no label map")
     missing = tp.summarize_dataset(tmp_path / "nope")
-    assert not missing.ok and "not a folder" in missing.problems[0]
+    assert not missing.ok and "data not found" in missing.problems[0]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no <case>_image" in tp.summarize_dataset(empty).problems[0]
 
 
-def test_dataset_summary_on_spider(spider_dir):
-    s = tp.summarize_dataset(spider_dir, read_labels=False)
-    assert len(s.cases) == 33 and not s.problems
+def test_dataset_check_on_spider(spider_dir):
+    checks = tp.check_dataset(spider_dir)
+    fraction, s = next(checks)  # one case is enough here: the whole set takes ~9 s
+    checks.close()
+    assert len(s.cases) == 33 and fraction == pytest.approx(1 / 33)
+    assert not s.problems and s.classes == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------- headless
