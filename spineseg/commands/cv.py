@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="cv")
     main = int(os.environ.get("RANK", "0")) == 0
     try:
-        from spineseg.commands.train import _prepare
+        from spineseg.commands.train import PREP_SHARE, _prepare
         from spineseg.training.crossval import run_cv
         from spineseg.training.data import kfold_split
         from spineseg.training.options import config_from_args
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         kfold_split(list(prepared["cases"]), args.folds, base.seed)  # fewer cases than folds: error before training
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
                         device=args.device, resume=args.resume, event=reporter.event,
-                        progress=None if args.json else reporter, command=[sys.argv[0]] + sys.argv[1:])
+                        progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m), command=[sys.argv[0]] + sys.argv[1:])
     except InputError as exc:
         if main:
             reporter.event("error", message=str(exc), exit_code=2)

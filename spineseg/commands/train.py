@@ -6,6 +6,8 @@ import os
 import sys
 
 NAME = "train"
+#: share of the progress bar for checking and preprocessing the data
+PREP_SHARE = 0.05
 HELP = "Train a segmentation network on <case>_image/<case>_label pairs; writes a model folder."
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
         result = run_training(config, prepared["cases"], train_ids, val_ids, run_dir,
                               data_summary=prepared["summary"], device=args.device, resume=args.resume,
-                              event=reporter.event, progress=None if args.json else reporter,
+                              event=reporter.event, progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                               command=[sys.argv[0]] + sys.argv[1:])
     except InputError as exc:
         if main:
@@ -72,6 +74,6 @@ def _prepare(args, config, reporter, main: bool):
     if dist_info.world > 1 and not main:
         dist_info.barrier()
         return prepare_data(args.data, config, cache_dir(args))
-    prepared = prepare_data(args.data, config, cache_dir(args), progress=None if args.json else reporter)
+    prepared = prepare_data(args.data, config, cache_dir(args), progress=lambda f, m: reporter(PREP_SHARE * f, m))
     dist_info.barrier()
     return prepared

@@ -321,7 +321,7 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
 
     dataset = WindowDataset(train_cases, config, [c.value for c in classes])
     use_amp = dev.type == "cuda" and bool(config.amp)
-    started = time.monotonic()
+    started = last_report = time.monotonic()
     for epoch in range(start_epoch, int(config.epochs)):
         t0 = time.monotonic()
         dataset.set_epoch(epoch)
@@ -353,7 +353,8 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
             steps += 1
             if record_indices is not None:
                 record_indices.extend(int(i) + epoch * 1_000_000 for i in idx)
-            if progress is not None:
+            if progress is not None and (time.monotonic() - last_report >= 0.5 or steps == n_steps):
+                last_report = time.monotonic()
                 progress((epoch + steps / n_steps) / config.epochs, f"epoch {epoch + 1}/{config.epochs}")
         if dist_info.world > 1:
             import torch.distributed as dist
