@@ -56,14 +56,14 @@ _TEXTURE = {AIR: 0.0, FAT: 0.06, MUSCLE: 0.12, VISCERA: 0.45, VESSEL: 0.2, LIGAM
             CORTEX: 0.1, EPIDURAL: 0.08, CSF: 0.03, CORD: 0.06, ANNULUS: 0.15}
 
 
-def _label_lut(binary: bool) -> np.ndarray:
+def _label_lut() -> np.ndarray:
     lut = np.zeros(N_TISSUES, np.uint8)
     lut[CORTEX] = 1
     lut[MARROW0:NUCLEUS0] = 1
     lut[ANNULUS] = 2
     lut[NUCLEUS0:N_TISSUES] = 2
     lut[CSF] = lut[CORD] = 3
-    return (lut > 0).astype(np.uint8) if binary else lut
+    return lut
 
 
 @dataclass
@@ -555,7 +555,7 @@ def make_phantom(
     texture[MARROW0:MARROW0 + 10] = 0.18
     intensity[NUCLEUS0:NUCLEUS0 + 9] = 780.0 - 560.0 * anat["degeneration"]
     texture[NUCLEUS0:NUCLEUS0 + 9] = 0.08
-    labels_lut = _label_lut(binary)
+    labels_lut = _label_lut()
 
     np_axis = 2 - ss_axis
     out_shape = tuple(size_t[::-1])
@@ -581,6 +581,8 @@ def make_phantom(
                 votes[c] += (lab == c).astype(np.uint16) * np.uint16(3 if m == ss // 2 else 2)
         label = np.argmax(votes, axis=0).astype(np.uint8)
     del tissue, grid
+    if binary:  # the union of the classes, so binary and multi-class maps of a seed agree
+        label = (label > 0).astype(np.uint8)
     base /= ss
     amp /= ss
 
