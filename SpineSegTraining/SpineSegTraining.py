@@ -365,12 +365,16 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class TrainingRun:
     """One background training process with its monitor (events -> log lines, curves, progress)."""
 
-    def __init__(self, options: "training_panel.TrainingOptions", job) -> None:
+    def __init__(self, options: "training_panel.TrainingOptions", job,
+                 resumeRun: "Optional[training_panel.RunInfo]" = None) -> None:
         import time
 
         self.options = options
         self.job = job
-        self.monitor = training_panel.RunMonitor(options)
+        if resumeRun is not None:  # keep the curves of the epochs done before the interruption
+            self.monitor = training_panel.replay_run(resumeRun)
+        else:
+            self.monitor = training_panel.RunMonitor(options)
         self._started = time.monotonic()
 
     def poll(self) -> List[str]:
@@ -444,7 +448,7 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
             argv = training_panel.build_command(options, python=python)
         logging.info("SpineSeg training: %s", " ".join(argv))
         job = jobs.Job(argv, env=training_panel.child_environment(options)).start()
-        return TrainingRun(options, job)
+        return TrainingRun(options, job, resumeRun)
 
     def runBlocking(self, options: "training_panel.TrainingOptions", timeout: Optional[float] = None) -> TrainingRun:
         """Run to the end, keeping the GUI responsive (tests, scripts)."""

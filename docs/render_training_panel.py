@@ -68,35 +68,14 @@ def render_icon(out: Path) -> None:
 
 
 def _monitor_from_run(run: Path):
-    """Replay every log.jsonl of a train or cv run folder into a RunMonitor (one series per training)."""
+    """The run's recorded epochs and folds replayed through the panel's RunMonitor, then its done event."""
     from spineseg import training_panel as tp
 
     info = tp.run_info(run)
     if info is None:
         raise SystemExit(f"render_training_panel: error: {run} is not a run folder (no config.json)")
-    if info.mode == "cv":
-        models = [str(m) for m in info.config.get("models", [])]
-        folds = int(info.config.get("folds", 0))
-        options = tp.TrainingOptions(mode="cv", data="-", output=str(run), models=models, folds=folds)
-        logs = [(m, k, run / m / f"fold{k}" / "log.jsonl") for m in models for k in range(folds)]
-    else:
-        options = tp.TrainingOptions(mode="train", data="-", output=str(run),
-                                     models=[str(info.config.get("model", "hybrid"))])
-        logs = [(options.models[0], None, run / "log.jsonl")]
-    monitor = tp.RunMonitor(options)
-    for model, fold, path in logs:
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            event = {"event": "epoch", "model": model, **({"fold": fold} if fold is not None else {}),
-                     **{k: record.get(k) for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s")}}
-            monitor.feed(event)
-        if fold is not None and (path.parent / "fold.json").is_file():
-            done = json.loads((path.parent / "fold.json").read_text(encoding="utf-8"))
-            monitor.feed({"event": "fold", "model": model, "fold": fold, "mean_dsc": done.get("mean_dsc")})
-    monitor.feed({"event": "done", "run": str(run),
-                  "model": str(tp.find_trained_model(run) or "") or None})
+    monitor = tp.replay_run(info)
+    monitor.feed({"event": "done", "run": str(run), "model": str(tp.find_trained_model(run) or "") or None})
     return info, monitor
 
 

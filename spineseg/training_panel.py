@@ -335,12 +335,12 @@ class RunMonitor:
             return None
         return elapsed * (1.0 - self.fraction) / self.fraction
 
-    def status_text(self) -> str:
-        """"42% (about 3 min left)", with the latest progress message when there is one."""
+    def status_text(self, *, message: bool = True) -> str:
+        """"42% (about 3 min left)", with the latest progress message (when there is one and ``message``)."""
         eta = format_eta(self.eta()) if self.fraction < 1.0 else ""
         text = f"{100 * self.fraction:.0f}%"
         text = f"{text} ({eta})" if eta else text
-        return f"{text}: {self.message}" if self.message and self.fraction < 1.0 else text
+        return f"{text}: {self.message}" if message and self.message and self.fraction < 1.0 else text
 
     def curves(self) -> List[CurveSeries]:
         return list(self.series.values())
@@ -536,6 +536,50 @@ def resume_command(run: RunInfo, options: TrainingOptions, *, python: Optional[s
     return head + args + ["--resume", "--json"]
 
 
+def options_of_run(run: RunInfo) -> TrainingOptions:
+    """The TrainingOptions a run folder was made with, as far as the monitor needs them (mode, models, folds)."""
+    if run.mode == "cv":
+        return TrainingOptions(mode="cv", data="-", output=str(run.path),
+                               models=[str(m) for m in run.config.get("models") or []] or ["hybrid"],
+                               folds=int(run.config.get("folds") or 2))
+    return TrainingOptions(mode="train", data="-", output=str(run.path),
+                           models=[str(run.config.get("model") or "hybrid")])
+
+
+def replay_run(run: RunInfo, monitor: Optional[RunMonitor] = None) -> RunMonitor:
+    """Feed a run folder's recorded epochs (``log.jsonl`` of each training) and finished folds into a monitor.
+
+    Resume uses it so the curves keep the epochs done before the interruption; the
+    panel picture uses it to show a finished run.
+    """
+    options = options_of_run(run)
+    monitor = monitor or RunMonitor(options)
+    if run.mode == "cv":
+        trainings = [(m, k, run.path / m / f"fold{k}") for m in options.models for k in range(int(options.folds))]
+    else:
+        trainings = [(options.models[0], None, run.path)]
+    for model, fold, folder in trainings:
+        log = folder / "log.jsonl"
+        if not log.is_file():
+            continue
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            event = {"event": "epoch", "model": model, **({"fold": fold} if fold is not None else {}),
+                     **{k: record.get(k) for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s")}}
+            monitor.feed(event)
+        record_path = folder / "fold.json"
+        if fold is not None and record_path.is_file():
+            try:
+                done = json.loads(record_path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            monitor.feed({"event": "fold", "model": model, "fold": fold, "mean_dsc": done.get("mean_dsc")})
+    return monitor
+
+
 def find_trained_model(run_dir: PathLike, done: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
     """The model a training run produced (the done event's ``model``, else ``RUN/model``); None for a
     cross-validation, whose per-fold models are for evaluation, not for use."""
@@ -667,9 +711,10 @@ def headless_main(argv: Sequence[str], *, python: Optional[str] = None, prefix: 
     head = list(prefix) if prefix is not None else [python or sys.executable, "-m", "spineseg"]
     job = Job(head + args, env=base_environment())
     monitor = RunMonitor(None)
+    shown: List[str] = []
     try:
         job.start()
-        rc = job.wait(on_event=lambda e: _print_event(monitor, e, out), cancel=cancel)
+        rc = job.wait(on_event=lambda e: _print_event(monitor, e, out, shown), cancel=cancel)
     except KeyboardInterrupt:
         job.cancel()
         job.wait(timeout=10)
@@ -687,9 +732,16 @@ def headless_main(argv: Sequence[str], *, python: Optional[str] = None, prefix: 
     return EXIT_OK
 
 
-def _print_event(monitor: RunMonitor, event: Mapping[str, Any], out: TextIO) -> None:
+def _print_event(monitor: RunMonitor, event: Mapping[str, Any], out: TextIO, shown: List[str]) -> None:
+    """One line per event; progress events only when their message changes (they come every few steps)."""
+    previous = monitor.message
     line = monitor.feed(event)
-    print(f"[{monitor.status_text()}] {line}", file=out, flush=True)
+    if not line:
+        if not monitor.message or monitor.message == previous or monitor.message in shown[-1:]:
+            return
+        line = monitor.message
+        shown.append(line)
+    print(f"[{monitor.status_text(message=False)}] {line}", file=out, flush=True)
 
 
 def _last_error(lines: Sequence[str]) -> str:

@@ -421,6 +421,8 @@ FAKE = textwrap.dedent("""
     if "--hang" in args:
         print(json.dumps({"event": "epoch", "epoch": 1, "epochs": 9, "loss": 1.0}), flush=True)
         time.sleep(60)
+    for f, m in ((0.1, "preprocessing a"), (0.2, "preprocessing a"), (0.3, "preprocessing b")):
+        print(json.dumps({"event": "progress", "fraction": f, "message": m}), flush=True)
     for e in (1, 2):
         print(json.dumps({"event": "epoch", "epoch": e, "epochs": 2, "loss": 1.0 / e, "val_dsc": 0.3 * e}), flush=True)
     print("some other output", flush=True)
@@ -439,7 +441,8 @@ def test_headless_success_prints_events(fake_cli, capsys):
     rc = tp.headless_main(["train", "DATA", "-o", "RUN"], prefix=fake_cli)
     out = capsys.readouterr().out.splitlines()
     assert rc == EXIT_OK
-    assert out[0].startswith("[50%") and out[0].endswith("] model: epoch 1/2, loss 1.0000, val DSC 0.300")
+    assert [line.split("] ")[1] for line in out[:2]] == ["Preprocessing a", "Preprocessing b"]
+    assert out[2].startswith("[50%") and out[2].endswith("] model: epoch 1/2, loss 1.0000, val DSC 0.300")
     assert out[-1].endswith("Finished: model RUN/model") and out[-1].startswith("[100%]")
 
 
@@ -465,3 +468,29 @@ def test_headless_help_and_cancel(fake_cli, capsys):
 
     assert tp.headless_main(["train", "DATA", "--hang"], prefix=fake_cli, cancel=cancel) == EXIT_CANCELLED
     assert "cancelled" in capsys.readouterr().err
+
+
+def test_replay_run_keeps_earlier_epochs_for_resume(tmp_path):
+    run = _train_run(tmp_path / "t")
+    records = [{"epoch": e, "epochs": 3, "loss": 1.0 / e, "val_dsc": 0.2 * e, "windows": 6} for e in (1, 2)]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + '\n{"epoch": 3, "ep')  # killed mid-line
+    mon = tp.replay_run(tp.run_info(run))
+    (series,) = mon.curves()
+    assert series.label == "hybrid" and series.epochs == [1, 2] and series.val_dsc == [0.2, 0.4]
+    assert mon.fraction == pytest.approx(2 / 3)
+    mon.feed({"event": "epoch", "model": "hybrid", "epoch": 3, "epochs": 3, "loss": 0.3, "val_dsc": 0.7})
+    assert mon.curves()[0].epochs == [1, 2, 3]
+
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / "config.json").write_text(json.dumps({"mode": "cv", "models": ["hybrid", "no-ux"], "folds": 2}))
+    for m in ("hybrid", "no-ux"):
+        for k in (0, 1):
+            fold = cv / m / f"fold{k}"
+            fold.mkdir(parents=True)
+            (fold / "log.jsonl").write_text(json.dumps({"epoch": 1, "epochs": 1, "loss": 0.5, "val_dsc": 0.6}))
+            if (m, k) != ("no-ux", 1):
+                (fold / "fold.json").write_text(json.dumps({"mean_dsc": 0.6, "model": m, "fold": k}))
+    mon = tp.replay_run(tp.run_info(cv))
+    assert [c.label for c in mon.curves()] == ["hybrid fold 1", "hybrid fold 2", "no-ux fold 1", "no-ux fold 2"]
+    assert len(mon.folds_done) == 3 and mon.fraction == pytest.approx(1.0)
