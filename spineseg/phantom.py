@@ -41,7 +41,8 @@ ORIENTATIONS: Dict[str, Tuple[float, ...]] = {
     "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0),
 }
 
-LEVEL_NAMES: Tuple[str, ...] = ("T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2", "S3")
+LEVEL_NAMES: Tuple[str, ...] = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2", "S3")
+_L1, _L3, _L4, _S1 = (LEVEL_NAMES.index(n) for n in ("L1", "L3", "L4", "S1"))
 
 # ------------------------------------------------------------------ tissues
 AIR, FAT, MUSCLE, VISCERA, VESSEL, LIGAMENT, CORTEX, EPIDURAL, CSF, CORD, ANNULUS = range(11)
@@ -50,9 +51,9 @@ NUCLEUS0 = 32  # + disc index: per-disc nucleus brightness (degeneration)
 N_TISSUES = 48
 
 # T2 TSE-like mean intensities (CSF = 1000) and texture amplitudes
-_BASE_INTENSITY = {AIR: 0.0, FAT: 760.0, MUSCLE: 210.0, VISCERA: 330.0, VESSEL: 70.0,
+_BASE_INTENSITY = {AIR: 0.0, FAT: 760.0, MUSCLE: 210.0, VISCERA: 280.0, VESSEL: 70.0,
                    LIGAMENT: 90.0, CORTEX: 60.0, EPIDURAL: 690.0, CSF: 1000.0, CORD: 360.0, ANNULUS: 150.0}
-_TEXTURE = {AIR: 0.0, FAT: 0.06, MUSCLE: 0.12, VISCERA: 0.45, VESSEL: 0.2, LIGAMENT: 0.1,
+_TEXTURE = {AIR: 0.0, FAT: 0.06, MUSCLE: 0.12, VISCERA: 0.3, VESSEL: 0.2, LIGAMENT: 0.1,
             CORTEX: 0.1, EPIDURAL: 0.08, CSF: 0.03, CORD: 0.06, ANNULUS: 0.15}
 
 
@@ -104,15 +105,15 @@ class _Level:
 def _draw_anatomy(rng: np.random.Generator) -> Dict[str, Any]:
     """Random anatomy for one subject: level sizes and positions along a lordotic curve."""
     scale = rng.uniform(0.9, 1.1)
-    heights = np.array([22, 23.5, 25.5, 26.5, 27.5, 27.5, 26.5, 27, 21, 17.0])
-    depths = np.array([28, 30, 32, 33.5, 35, 35.5, 35, 38, 30, 23.0])
-    widths = np.array([38, 40, 42, 44, 46, 48, 50, 70, 60, 48.0])
-    discs = np.array([5.0, 6.0, 8.0, 9.0, 10.0, 10.5, 9.5, 2.0, 1.5])  # below each level
+    heights = np.array([21, 22, 23.5, 25.5, 26.5, 27.5, 27.5, 26.5, 27, 21, 17.0])
+    depths = np.array([27, 28, 30, 32, 33.5, 35, 35.5, 35, 38, 30, 23.0])
+    widths = np.array([36, 38, 40, 42, 44, 46, 48, 50, 70, 60, 48.0])
+    discs = np.array([4.5, 5.0, 6.0, 8.0, 9.0, 10.0, 10.5, 9.5, 2.0, 1.5])  # below each level
     heights = heights * scale * rng.uniform(0.94, 1.06, heights.size)
     depths = depths * scale * rng.uniform(0.95, 1.05, depths.size)
     widths = widths * scale * rng.uniform(0.95, 1.05, widths.size)
     degeneration = rng.uniform(0.0, 1.0, discs.size) ** 2  # 0 healthy .. 1 dark and thin
-    degeneration[5:7] = np.maximum(degeneration[5:7], rng.uniform(0, 0.8, 2))  # L4-5, L5-S1 degenerate more often
+    degeneration[_L4:_S1] = np.maximum(degeneration[_L4:_S1], rng.uniform(0, 0.8, 2))  # L4-5, L5-S1 degenerate more often
     discs = discs * scale * rng.uniform(0.85, 1.15, discs.size) * (1.0 - 0.35 * degeneration)
 
     lordosis = math.radians(rng.uniform(45, 62))  # L1 upper to S1 upper endplate
@@ -120,11 +121,11 @@ def _draw_anatomy(rng: np.random.Generator) -> Dict[str, Any]:
     sacral_slope = theta_l1 + lordosis
     fractions = np.array([0.0, 0.15, 0.33, 0.53, 0.75, 1.0])  # L1..L5, S1: most lordosis is low
     angles = np.concatenate([
-        [theta_l1 + math.radians(16), theta_l1 + math.radians(8)],  # T11, T12 (thoracic kyphosis above)
+        theta_l1 + np.radians([24, 16, 8]),  # T10-T12 (thoracic kyphosis above)
         theta_l1 + lordosis * fractions,
         [sacral_slope - math.radians(10), sacral_slope - math.radians(24)],  # S2, S3 curve forward
     ])
-    angles[:8] += np.radians(rng.uniform(-2.5, 2.5, 8))  # slight rotation of each vertebra
+    angles[:_S1 + 1] += np.radians(rng.uniform(-2.5, 2.5, _S1 + 1))  # slight rotation of each vertebra
 
     levels: List[_Level] = []
     center = np.zeros(2)
@@ -135,8 +136,8 @@ def _draw_anatomy(rng: np.random.Generator) -> Dict[str, Any]:
             gap = discs[i - 1]
             center = prev.center + prev.t * (prev.height / 2 + gap / 2) + t_new * (gap / 2 + heights[i] / 2)
         levels.append(_Level(name, center.copy(), float(angles[i]), float(heights[i]), float(depths[i]),
-                             float(widths[i]), float(rng.uniform(0.8, 2.0) * (i < 7)), name.startswith("S")))
-    shift = levels[4].center.copy()  # L3 body at the origin
+                             float(widths[i]), float(rng.uniform(0.8, 2.0) * (i < _S1)), name.startswith("S")))
+    shift = levels[_L3].center.copy()  # L3 body at the origin
     for lv in levels:
         lv.center = lv.center - shift
     return {
@@ -146,7 +147,7 @@ def _draw_anatomy(rng: np.random.Generator) -> Dict[str, Any]:
         "canal_ap": rng.uniform(6.5, 8.5) * scale,  # dural sac radii (mm)
         "canal_lat": rng.uniform(9.0, 11.5) * scale,
         "epidural": rng.uniform(2.0, 5.0),  # dorsal epidural fat (mm)
-        "conus_level": rng.uniform(1.3, 3.2),  # cord ends between T12-L1 and L2
+        "conus_level": rng.uniform(_L1 - 0.7, _L1 + 1.2),  # cord ends between T12-L1 and L2
         "spinous_length": rng.uniform(20, 28) * scale,
         "back": rng.uniform(55, 75),  # canal to posterior skin, fat excluded (mm)
         "back_fat": rng.uniform(8, 35),
@@ -304,22 +305,23 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
     big = 1e4
 
     def soft(u, v, w):
-        cv = np.interp(u, us[:8], canal_v[:8]).astype(np.float32)
-        fv = np.interp(u, us[:8], front_v[:8]).astype(np.float32)
+        cv = np.interp(u, us[:_S1 + 1], canal_v[:_S1 + 1]).astype(np.float32)
+        fv = np.interp(u, us[:_S1 + 1], front_v[:_S1 + 1]).astype(np.float32)
         w2 = (w / np.float32(hw)) ** 2
-        post = cv + np.float32(back + back_fat) - np.float32(60.0) * w2  # posterior skin
+        buttock = np.float32(30.0) * np.clip((u - np.float32(us[_S1])) / np.float32(70.0), 0, 1)
+        post = cv + np.float32(back + back_fat) - np.float32(60.0) * w2 + buttock  # posterior skin
         ant = fv - np.float32(belly + belly_fat) + np.float32(90.0) * w2  # anterior skin
         body = (v < post) & (v > ant) & (w2 < 1)
         inner = (v < post - np.float32(back_fat)) & (v > ant + np.float32(belly_fat)) & (w2 < 0.8)
         wall = inner & (v < ant + np.float32(belly_fat + 12))  # anterior abdominal wall muscle
-        visc = inner & (v < fv - 4)
+        visc = inner & (v < fv - 4 + np.float32(180.0) * w2)  # viscera reach further back beside the spine
         return [(body, FAT), (inner, MUSCLE), (visc, VISCERA), (wall, MUSCLE)]
 
     grid.paint([-big, -big, -big], [big, big, big], soft, body_frame=True)
 
     # --- aorta (left) and inferior vena cava (right), anterior to the bodies, down to L4
     for tube_w, radius in ((10.0, 11.0), (-18.0, 12.0)):  # aorta left of the midline, IVC right
-        pts = np.array([lv.point(0, -lv.depth / 2 - radius - 3) for lv in levels[:6]])
+        pts = np.array([lv.point(0, -lv.depth / 2 - radius - 3) for lv in levels[:_L4 + 1]])
 
         def vessel(u, v, w, pts=pts, tube_w=tube_w, radius=radius):
             cv = np.interp(u, pts[:, 0], pts[:, 1]).astype(np.float32)
@@ -333,7 +335,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
     sac_pts = np.array([lv.point(0, canal_front[i] + ap) for i, lv in enumerate(levels)])
     bony_ap = ap + epi / 2
     bony_pts = sac_pts + np.array([lv.n * (epi / 2) for lv in levels])
-    taper = np.array([1, 1, 1, 1, 1, 1, 1, 0.9, 0.7, 0.45])
+    taper = np.array([1.0] * _S1 + [0.9, 0.7, 0.45])
 
     # --- discs: the wedge between an upper body's lower endplate and a lower body's upper endplate
     for i in range(nlev - 1):
@@ -379,12 +381,12 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
 
     # --- posterior elements: pedicles, laminae, spinous process, articular and transverse processes
     for i, lv in enumerate(levels):
-        if i >= 9:
+        if lv.name == "S3":
             continue
         marrow = MARROW0 + i
         h, d, wd = lv.height, lv.depth, lv.width
         back_wall = canal_front[i] + 2 * bony_ap  # inner surface of the laminae (local b)
-        ped_w = lat + 2.5
+        ped_w = lat + 4.5  # pedicles just outside the bony canal
         if lv.sacral:  # median sacral crest and the posterior wall of the sacral canal
             _capsule(lv, grid, (-h * 0.35, back_wall + 3, 0), (h * 0.35, back_wall + 3, 0), (5, 3.5, lat + 4), marrow, 0.5)
             continue
@@ -404,10 +406,10 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
             _capsule(lv, grid, (-h * 0.12, d / 2 + 6, side * (ped_w + 3)), (-h * 0.05, d / 2 + 10, side * (ped_w + 30)),
                      (4.0, 3.5, 4.0), marrow)
         # spinous process: a tall, thin plate pointing posteriorly and a little downwards
-        length = anat["spinous_length"] * (0.85 if i < 2 else 1.0)
+        length = anat["spinous_length"] * (0.85 if lv.name.startswith("T") else 1.0)
         _capsule(lv, grid, (h * 0.08, back_wall + 5, 0), (h * 0.22, back_wall + length, 0), (h * 0.36, 5.5, 4.5), marrow, 0.7)
         # interspinous ligament to the next spinous process
-        if i < 6:
+        if not levels[i + 1].sacral:
             nxt = levels[i + 1]
             p_top = lv.point(h * 0.5, back_wall + 5 + length * 0.5)
             p_bot = nxt.point(-nxt.height * 0.3, back_wall + 5 + length * 0.5)
@@ -415,7 +417,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
 
     # --- canal contents: epidural fat around the dural sac (bright CSF) with the cord inside
     _tube(grid, bony_pts, np.full(nlev, bony_ap) * taper, np.full(nlev, lat + 1.5) * taper, EPIDURAL)
-    sac_taper = np.array([1, 1, 1, 1, 1, 1, 1, 0.8, 0.0, 0.0])
+    sac_taper = np.array([1.0] * _S1 + [0.8, 0.0, 0.0])
     _tube(grid, sac_pts, np.full(nlev, ap) * sac_taper, np.full(nlev, lat) * sac_taper, CSF)
     conus = anat["conus_level"]  # level index (fractional) where the cord ends
     k = int(math.floor(conus))
@@ -427,7 +429,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
     _tube(grid, cord_pts, cord_ap, cord_ap * 1.3, CORD)
     # a few cauda equina roots hanging dorsally in the sac below the conus
     off = ap * 0.4
-    roots = np.array([end + levels[k].n * off] + [sac_pts[j] + levels[j].n * off for j in range(k + 1, 8)])
+    roots = np.array([end + levels[k].n * off] + [sac_pts[j] + levels[j].n * off for j in range(k + 1, _S1 + 1)])
     for side in (-1, 1):
         _tube_lateral(grid, roots, 1.0, side * lat * 0.3, CORD)
 
@@ -551,10 +553,11 @@ def make_phantom(
     texture = np.zeros(N_TISSUES, np.float32)
     for t, value in _BASE_INTENSITY.items():
         intensity[t], texture[t] = value, _TEXTURE[t]
-    intensity[MARROW0:MARROW0 + 10] = 430.0 * anat["marrow"]
-    texture[MARROW0:MARROW0 + 10] = 0.18
-    intensity[NUCLEUS0:NUCLEUS0 + 9] = 780.0 - 560.0 * anat["degeneration"]
-    texture[NUCLEUS0:NUCLEUS0 + 9] = 0.08
+    n_levels = len(LEVEL_NAMES)
+    intensity[MARROW0:MARROW0 + n_levels] = 430.0 * anat["marrow"]
+    texture[MARROW0:MARROW0 + n_levels] = 0.18
+    intensity[NUCLEUS0:NUCLEUS0 + n_levels - 1] = 780.0 - 560.0 * anat["degeneration"]
+    texture[NUCLEUS0:NUCLEUS0 + n_levels - 1] = 0.08
     labels_lut = _label_lut()
 
     np_axis = 2 - ss_axis

@@ -51,7 +51,7 @@ def test_different_seeds_differ(ph0):
     a1, l1 = arrays(other)
     assert np.mean(l0 != l1) > 0.005  # anatomy differs, not only the noise
     assert not np.allclose(a0, a1)
-    assert ph0.params["levels"][4]["height_mm"] != other.params["levels"][4]["height_mm"]
+    assert ph0.params["levels"][5]["height_mm"] != other.params["levels"][5]["height_mm"]
 
 
 def test_types_and_label_values(ph0):
@@ -76,9 +76,9 @@ def test_binary_is_the_union_of_the_classes(ph0):
 def test_discs_lie_between_vertebral_bodies(ph0):
     levels = ph0.params["levels"]
     names = [lv["name"] for lv in levels]
-    assert names[2:8] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert names[3:9] == ["L1", "L2", "L3", "L4", "L5", "S1"]
     checked = 0
-    for upper, lower in zip(levels[1:7], levels[2:8]):  # T12-L1 .. L5-S1
+    for upper, lower in zip(levels[2:8], levels[3:9]):  # T12-L1 .. L5-S1
         p_up, p_lo = np.array(upper["center_lps"]), np.array(lower["center_lps"])
         if not (inside(ph0.label, p_up) and inside(ph0.label, p_lo)):
             continue
@@ -136,7 +136,7 @@ def test_other_orientations_slice_the_same_anatomy(ph0, orientation):
     assert slice_axis(ph.image, warn=False) == 2  # thick slices along image z
     assert ph.params["levels"] == ph0.params["levels"]  # same seed, same anatomy
     hits = 0
-    for level in ph.params["levels"][:7]:
+    for level in ph.params["levels"][:8]:
         p = np.array(level["center_lps"])
         if inside(ph.label, p):
             assert label_at(ph, p) == 1, level["name"]
@@ -153,7 +153,8 @@ def test_direction_matrix_orientation():
     assert np.allclose(ph.image.GetDirection(), direction.ravel())
     label = sitk.GetArrayFromImage(ph.label)
     assert {1, 2, 3} <= set(np.unique(label))
-    l3 = np.array(ph.params["levels"][4]["center_lps"])
+    l3 = np.array(ph.params["levels"][5]["center_lps"])
+    assert ph.params["levels"][5]["name"] == "L3"
     assert label_at(ph, l3) == 1
 
 
