@@ -71,10 +71,10 @@ def main() -> None:
     show(axes[0, 1], p_img[pm], p_lab[pm], p_sp, "phantom labels", True)
     show(axes[0, 2], s_img[sm], s_lab[sm], s_sp, f"SPIDER {args.case}, slice {sm}/{s_img.shape[0]}", False)
     show(axes[0, 3], s_img[sm], s_lab[sm], s_sp, "SPIDER labels", True)
-    # lateral slices at about 13 and 22 mm from the middle
-    for col, mm in enumerate((13.0, 22.0)):
+    # phantom slices about 13 and 22 mm from the middle; SPIDER covers less, so half-way out and its last slice
+    s_last = s_img.shape[0] - 1
+    for col, (mm, sk) in enumerate(((13.0, sm + (s_last - sm) // 2), (22.0, s_last))):
         pk = min(p_img.shape[0] - 1, pm + int(round(mm / p_sp[0])))
-        sk = min(s_img.shape[0] - 1, sm + int(round(mm / s_sp[0])))
         show(axes[1, col], p_img[pk], p_lab[pk], p_sp, f"phantom slice {pk} (~{(pk - pm) * p_sp[0]:.0f} mm lateral)", True)
         show(axes[1, 2 + col], s_img[sk], s_lab[sk], s_sp, f"SPIDER slice {sk} (~{(sk - sm) * s_sp[0]:.0f} mm lateral)", True)
     for ax in axes.ravel():

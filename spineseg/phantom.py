@@ -398,9 +398,9 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
             _capsule(lv, grid, (-h * 0.15, back_wall + 2, side * (ped_w + 1)), (h * 0.15, back_wall + 4, side * 2.0),
                      (h * 0.3, 3.2, 3.5), marrow)
             # superior and inferior articular processes (facet joints with the neighbours)
-            _capsule(lv, grid, (-h * 0.2, back_wall - 1, side * (ped_w + 3)), (-h * 0.65, back_wall + 1, side * (ped_w + 4)),
+            _capsule(lv, grid, (-h * 0.2, back_wall - 1, side * (ped_w + 4)), (-h * 0.65, back_wall + 1, side * (ped_w + 6)),
                      (4.5, 4.5, 4.5), marrow)
-            _capsule(lv, grid, (h * 0.2, back_wall + 3, side * (ped_w + 1)), (h * 0.62, back_wall + 6, side * (ped_w + 0.5)),
+            _capsule(lv, grid, (h * 0.2, back_wall + 3, side * (ped_w + 2)), (h * 0.62, back_wall + 6, side * (ped_w + 3)),
                      (4.0, 4.0, 4.0), marrow)
             # transverse process (only reaches the outermost slices)
             _capsule(lv, grid, (-h * 0.12, d / 2 + 6, side * (ped_w + 3)), (-h * 0.05, d / 2 + 10, side * (ped_w + 30)),
@@ -506,7 +506,7 @@ def make_phantom(
     orientation: Union[str, Sequence[float]] = "sagittal",
     binary: bool = False,
     bias: bool = True,
-    noise: float = 0.025,
+    noise: float = 0.04,
     supersample: int = 3,
 ) -> Phantom:
     """Generate a lumbar spine T2 phantom and its label map.

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(row-major, as SimpleITK's GetDirection); slices are along image z")
     parser.add_argument("--binary", action="store_true", help="one 'spine' label (the union of the three classes)")
     parser.add_argument("--no-bias", action="store_true", help="no bias field")
-    parser.add_argument("--noise", type=float, default=0.025, help="Rician noise sigma relative to CSF intensity (default 0.025)")
+    parser.add_argument("--noise", type=float, default=0.04, help="Rician noise sigma relative to CSF intensity (default 0.04)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
 
 
