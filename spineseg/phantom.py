@@ -511,7 +511,8 @@ def make_phantom(
 ) -> Phantom:
     """Generate a lumbar spine T2 phantom and its label map.
 
-    ``size`` and ``spacing`` are SimpleITK (x, y, z); slices are along z. ``orientation``
+    ``size`` and ``spacing`` are SimpleITK (x, y, z); thick slices (partial volume from
+    ``supersample`` sub-slices) are along the axis with the largest spacing. ``orientation``
     is "sagittal" (x anterior->posterior, y superior->inferior, z right->left), "axial",
     "coronal" (the same anatomy sliced along another axis) or 9 direction cosines.
     ``noise`` is the Rician noise sigma relative to CSF intensity (1000); ``bias`` adds

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mm along image x y z (default 0.345 0.345 4.4)")
     parser.add_argument("--orientation", default="sagittal", metavar="ORIENTATION",
                         help="sagittal (default), axial, coronal, or 9 comma-separated direction cosines "
-                             "(row-major, as SimpleITK's GetDirection); slices are along image z")
+                             "(row-major, as SimpleITK's GetDirection); thick slices are along the image axis with the "
+                             "largest spacing (z by default)")
     parser.add_argument("--binary", action="store_true", help="one 'spine' label (the union of the three classes)")
     parser.add_argument("--no-bias", action="store_true", help="no bias field")
     parser.add_argument("--noise", type=float, default=0.04, help="Rician noise sigma relative to CSF intensity (default 0.04)")
