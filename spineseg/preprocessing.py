@@ -156,25 +156,19 @@ def estimate_log_bias_field(
     n4.SetMaximumNumberOfIterations(iterations)
     n4.SetConvergenceThreshold(float(convergence))
     total = float(sum(iterations))
-    state = {"done": 0.0, "level": 0, "cancelled": False}
 
     def on_iteration() -> None:
         level = n4.GetCurrentLevel()
         done = sum(iterations[:level]) + n4.GetElapsedIterations()
         report(0.9 * min(1.0, done / total), f"N4 level {level + 1}/{len(iterations)}")
-        if cancel is not None and cancel():
-            state["cancelled"] = True
-            n4.Abort()
 
     n4.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    # ITK's N4 ignores Abort() inside its iterations, so cancel is checked around the fit (about a second)
+    if cancel is not None and cancel():
+        raise Cancelled("N4 bias-field correction cancelled")
     report(0.0, "N4 fitting")
-    try:
-        n4.Execute(small, small_mask)
-    except RuntimeError:
-        if state["cancelled"]:
-            raise Cancelled("N4 bias-field correction cancelled") from None
-        raise
-    if state["cancelled"]:
+    n4.Execute(small, small_mask)
+    if cancel is not None and cancel():
         raise Cancelled("N4 bias-field correction cancelled")
 
     report(0.9, "N4 applying field")
