@@ -41,7 +41,9 @@ except ImportError:  # source checkout (module added with --additional-module-pa
 
 from spineseg import training_panel  # noqa: E402  (pure Python: no torch import)
 
-CHART_NAME = "SpineSeg training curves"
+#: one chart per quantity (their scales differ: a loss of ~2 would flatten a DSC of ~0.8)
+CHART_NAMES = {"loss": "SpineSeg training loss", "val_dsc": "SpineSeg validation DSC"}
+CURVES_ATTRIBUTE = "SpineSegTraining.Curves"  # marks the table / series / chart nodes this module made
 
 
 #
@@ -138,6 +140,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastRun = None  # the finished TrainingRun whose results are shown
         self._timer = None
         self._datasetCheck = None  # check_dataset generator while a check runs
+        self._shownChart = None  # "loss" or "val_dsc": the chart Show curves put in the layout
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -219,7 +222,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- dataset
     def onCheckDataset(self) -> None:
-        """Check the dataset one case per timer tick (reading a case takes ~0.3 s) so the GUI stays alive."""
+        """Check the dataset one case per timer tick (each case is read in full) so the GUI stays alive."""
         folder = _pathText(self._parameterNode.dataFolder) if self._parameterNode else ""
         self._datasetCheck = training_panel.check_dataset(folder)
         self.ui.checkDatasetButton.enabled = False
@@ -252,6 +255,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(_("The output folder {path} is not empty: choose a new folder, "
                                            "or click Resume to continue the run in it.").format(path=options.output))
                 return
+            self.logic.clearCurves()
             self._run = self.logic.startRun(options, resumeRun=resumeRun)
         except (ValueError, OSError) as exc:
             slicer.util.errorDisplay(_("Cannot start: {reason}").format(reason=exc))
@@ -342,11 +346,16 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                    "model to use.") if run.options.mode == "cv" else _("This run produced no model."))
 
     def onShowCurves(self) -> None:
-        chart = slicer.mrmlScene.GetFirstNodeByName(CHART_NAME)
-        if chart is None:
+        """Show the loss chart, and on the next click the validation-DSC chart (and so on)."""
+        quantity = "val_dsc" if self._shownChart == "loss" else "loss"
+        chart = slicer.mrmlScene.GetFirstNodeByName(CHART_NAMES[quantity])
+        if chart is None or chart.GetNumberOfPlotSeriesNodes() == 0:
             slicer.util.infoDisplay(_("No curves yet: they appear after the first epoch."))
             return
         slicer.modules.plots.logic().ShowChartInLayout(chart)
+        self._shownChart = quantity
+        self.ui.showCurvesButton.text = (_("Show validation DSC curves") if quantity == "loss"
+                                         else _("Show loss curves"))
 
     def onUseModel(self) -> None:
         model = self._lastRun.modelDirectory() if self._lastRun is not None else None
@@ -469,38 +478,59 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
         return run
 
     @staticmethod
-    def updateCurves(monitor: "training_panel.RunMonitor"):
-        """Fill one table node per training (epoch, loss, val_dsc) and plot them in one chart node."""
+    def clearCurves() -> None:
+        """Remove the curve nodes of an earlier run (a new run starts with empty charts)."""
+        for className in ("vtkMRMLPlotChartNode", "vtkMRMLPlotSeriesNode", "vtkMRMLTableNode"):
+            for node in slicer.util.getNodesByClass(className):
+                if node.GetAttribute(CURVES_ATTRIBUTE):
+                    slicer.mrmlScene.RemoveNode(node)
+
+    @staticmethod
+    def _curveNode(className: str, name: str):
+        node = slicer.mrmlScene.GetFirstNodeByName(name)
+        if node is None or not node.GetAttribute(CURVES_ATTRIBUTE):
+            node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+            node.SetAttribute(CURVES_ATTRIBUTE, "1")
+        return node
+
+    def updateCurves(self, monitor: "training_panel.RunMonitor") -> Dict[str, Any]:
+        """One table node per training (epoch, loss, val_dsc); a loss chart and a validation-DSC chart
+        with one series per training, the same colour in both. Returns the charts by quantity."""
         import numpy as np
 
-        chart = slicer.mrmlScene.GetFirstNodeByName(CHART_NAME)
-        if chart is None:
-            chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", CHART_NAME)
-            chart.SetTitle(_("Training loss and validation DSC"))
-            chart.SetXAxisTitle(_("epoch"))
-            chart.SetYAxisTitle(_("loss / DSC"))
+        charts = {}
+        for column, name in CHART_NAMES.items():
+            chart = slicer.mrmlScene.GetFirstNodeByName(name)
+            if chart is None or not chart.GetAttribute(CURVES_ATTRIBUTE):
+                chart = self._curveNode("vtkMRMLPlotChartNode", name)
+                chart.SetTitle(name)
+                chart.SetXAxisTitle(_("epoch"))
+                chart.SetYAxisTitle(_("loss") if column == "loss" else _("validation DSC"))
+            charts[column] = chart
         for series in monitor.curves():
             names, columns = series.columns()
-            tableName = "SpineSeg curves {0}".format(series.label)
-            table = slicer.mrmlScene.GetFirstNodeByName(tableName)
-            if table is None:
-                table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", tableName)
+            table = self._curveNode("vtkMRMLTableNode", "SpineSeg curves {0}".format(series.label))
             slicer.util.updateTableFromArray(table, [np.asarray(c, dtype=float) for c in columns], names)
-            for column, title, lineStyle in (("loss", "loss", slicer.vtkMRMLPlotSeriesNode.LineStyleSolid),
-                                             ("val_dsc", "val DSC", slicer.vtkMRMLPlotSeriesNode.LineStyleDash)):
-                seriesName = "{0} {1}".format(series.label, title)
+            color = None
+            for column, chart in charts.items():
+                seriesName = "{0} {1}".format(series.label, "loss" if column == "loss" else "val DSC")
                 plotSeries = slicer.mrmlScene.GetFirstNodeByName(seriesName)
-                if plotSeries is None:
-                    plotSeries = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", seriesName)
-                    plotSeries.SetAndObserveTableNodeID(table.GetID())
-                    plotSeries.SetXColumnName("epoch")
-                    plotSeries.SetYColumnName(column)
-                    plotSeries.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-                    plotSeries.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
-                    plotSeries.SetLineStyle(lineStyle)
+                if plotSeries is not None and plotSeries.GetAttribute(CURVES_ATTRIBUTE):
+                    color = plotSeries.GetColor()
+                    continue
+                plotSeries = self._curveNode("vtkMRMLPlotSeriesNode", seriesName)
+                plotSeries.SetAndObserveTableNodeID(table.GetID())
+                plotSeries.SetXColumnName("epoch")
+                plotSeries.SetYColumnName(column)
+                plotSeries.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+                plotSeries.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+                if color is None:
                     plotSeries.SetUniqueColor()
-                    chart.AddAndObservePlotSeriesNodeID(plotSeries.GetID())
-        return chart
+                    color = plotSeries.GetColor()
+                else:
+                    plotSeries.SetColor(color)
+                chart.AddAndObservePlotSeriesNodeID(plotSeries.GetID())
+        return charts
 
     @staticmethod
     def registerModel(modelDir) -> List[str]:
@@ -580,9 +610,12 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
             curves = run.monitor.curves()
             self.assertEqual(len(curves), 1)
             self.assertEqual(curves[0].epochs, [1])
-            chart = slicer.mrmlScene.GetFirstNodeByName(CHART_NAME)
-            self.assertIsNotNone(chart)
-            self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 2)
+            for name in CHART_NAMES.values():
+                chart = slicer.mrmlScene.GetFirstNodeByName(name)
+                self.assertIsNotNone(chart, name)
+                self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 1, name)
+            table = chart.GetNthPlotSeriesNode(0).GetTableNode()
+            self.assertEqual(list(slicer.util.arrayFromTableColumn(table, "epoch")), [1.0])
 
             # run folder and model
             for name in ("config.json", "split.json", "environment.json"):

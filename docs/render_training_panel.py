@@ -80,23 +80,25 @@ def _monitor_from_run(run: Path):
 
 
 def render_curves(monitor, out_png: str, width_px: int, height_px: int) -> None:
+    """The module's two plot charts (loss, validation DSC), one line per training, same colour in both."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width_px / 100, height_px / 100), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    axes = fig.subplots(2, 1, sharex=True)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
               "#bcbd22", "#17becf"]
-    for i, series in enumerate(monitor.curves()):
-        c = colors[i % len(colors)]
-        ax.plot(series.epochs, series.loss, "-o", color=c, ms=3, label=f"{series.label} loss")
-        ax.plot(series.epochs, series.val_dsc, "--o", color=c, ms=3, label=f"{series.label} val DSC")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss / DSC")
-    ax.set_title("Training loss and validation DSC")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    for ax, column, title in zip(axes, ("loss", "val_dsc"), ("SpineSeg training loss", "SpineSeg validation DSC")):
+        for i, series in enumerate(monitor.curves()):
+            ax.plot(series.epochs, getattr(series, column), "-o", color=colors[i % len(colors)], ms=4,
+                    label=series.label)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("loss" if column == "loss" else "validation DSC")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=2)
+    axes[1].set_xlabel("epoch")
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
 
@@ -158,7 +160,7 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
         widget.setMinimumHeight(260)
         report.setText(f'<a href="file://{table.report or table.source}">{table.report or table.source}</a>')
     find(QPushButton, "useModelButton").setEnabled(tp.find_trained_model(run, monitor.done) is not None)
-    panel.resize(460, panel.sizeHint().height())
+    panel.resize(540, panel.sizeHint().height())
     return panel
 
 
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
     app.processEvents()
     shot = panel.grab()
     gap, top = 20, 30
-    curve_w, curve_h = 560, 420
+    curve_w, curve_h = 520, 620
     with tempfile.TemporaryDirectory() as tmp:
         curves_png = os.path.join(tmp, "curves.png")
         render_curves(monitor, curves_png, curve_w, curve_h)
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
                          f"SpineSeg Training after a {info.mode} run ({args.run.name})")
         painter.drawPixmap(gap, top, shot)
         x = shot.width() + 2 * gap
-        painter.drawText(x, 4, curve_w, top - 8, Qt.AlignLeft | Qt.AlignVCenter, "Plot view (Show curves)")
+        painter.drawText(x, 4, curve_w, top - 8, Qt.AlignLeft | Qt.AlignVCenter, "Plot views (Show curves: loss, then validation DSC)")
         painter.drawPixmap(x, top, curves)
         painter.end()
         _save_atomic(lambda name: canvas.save(name, "PNG") or (_ for _ in ()).throw(OSError("PNG not written")),

@@ -230,6 +230,8 @@ class RunMonitor:
 
     ``units`` is how many trainings the run holds (models x folds for cv, 1 for train):
     each epoch event advances the current training, a new (model, fold) starts the next.
+    When the CLI sends ``progress`` events (its fraction of the whole run), they move the
+    bar instead, since they also count preprocessing and validation.
     ``clock`` is injectable for tests.
     """
 
@@ -251,6 +253,7 @@ class RunMonitor:
         self.folds_done: List[Dict[str, Any]] = []
         self.log: List[str] = []
         self.message = ""
+        self.cli_progress = False  # True once the CLI sends progress events (then they alone move the bar)
 
     # -- feeding
     def feed(self, event: Mapping[str, Any]) -> str:
@@ -288,7 +291,7 @@ class RunMonitor:
         series = self.series[key]
         epoch, epochs = _int(event.get("epoch")) or 0, _int(event.get("epochs")) or 0
         series.add(epoch, event.get("loss"), event.get("val_dsc"))
-        if epochs > 0:
+        if epochs > 0 and not self.cli_progress:
             unit = list(self.series).index(key)
             self._advance((unit + min(1.0, epoch / epochs)) / self.units)
         if event.get("eta_s") is not None and self.units == 1:
@@ -312,6 +315,7 @@ class RunMonitor:
         frequent for the log, so they set ``message`` and return ""."""
         fraction = _number(event.get("fraction"))
         if not math.isnan(fraction):
+            self.cli_progress = True
             self._advance(fraction)
         message = str(event.get("message") or "")
         self.message = f"{message[:1].upper()}{message[1:]}"
@@ -708,9 +712,15 @@ def headless_main(argv: Sequence[str], *, python: Optional[str] = None, prefix: 
         return EXIT_INPUT
     if "--json" not in args:
         args.append("--json")
+    options = None
+    if args[0] == "cv":  # how many trainings the run holds, for the progress of the whole run
+        models = _arg_value(args, "--models", "hybrid,no-ux,no-hanc,resunet,unetpp").split(",")
+        folds = _arg_value(args, "--folds", "5")
+        options = TrainingOptions(mode="cv", models=[m for m in models if m] or ["hybrid"],
+                                  folds=int(folds) if folds.isdigit() else 5)
     head = list(prefix) if prefix is not None else [python or sys.executable, "-m", "spineseg"]
     job = Job(head + args, env=base_environment())
-    monitor = RunMonitor(None)
+    monitor = RunMonitor(options)
     shown: List[str] = []
     try:
         job.start()
@@ -730,6 +740,15 @@ def headless_main(argv: Sequence[str], *, python: Optional[str] = None, prefix: 
             print(line, file=err)
         return rc if rc in (EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED) else EXIT_INTERNAL
     return EXIT_OK
+
+
+def _arg_value(args: Sequence[str], flag: str, default: str) -> str:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return str(args[i + 1])
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return default
 
 
 def _print_event(monitor: RunMonitor, event: Mapping[str, Any], out: TextIO, shown: List[str]) -> None:
