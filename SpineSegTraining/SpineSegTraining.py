@@ -257,6 +257,8 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self.logic.clearCurves()
             self._run = self.logic.startRun(options, resumeRun=resumeRun)
+            if self._run.monitor.curves():  # a resumed run: draw the epochs done before the interruption
+                self.logic.updateCurves(self._run.monitor)
         except (ValueError, OSError) as exc:
             slicer.util.errorDisplay(_("Cannot start: {reason}").format(reason=exc))
             return
@@ -600,7 +602,8 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
             out = os.path.join(tmp, "run")
             options = training_panel.TrainingOptions(
                 mode="train", data=data, output=out, models=["hybrid"], epochs=1, batch=2, device="cpu",
-                extra_args=["--window", "12", "64", "64"])
+                extra_args=["--window", "12", "64", "64", "--windows-per-case", "2", "--no-n4", "--workers", "0",
+                            "--hparam", "width=4"])  # small and fast: this checks the plumbing, not the network
             logic = SpineSegTrainingLogic()
             run = logic.runBlocking(options, timeout=1800)
             self.assertTrue(run.job.succeeded, run.failure())

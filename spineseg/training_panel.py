@@ -294,7 +294,7 @@ class RunMonitor:
         if epochs > 0 and not self.cli_progress:
             unit = list(self.series).index(key)
             self._advance((unit + min(1.0, epoch / epochs)) / self.units)
-        if event.get("eta_s") is not None and self.units == 1:
+        if event.get("eta_s") is not None and self.units == 1 and not self.cli_progress:
             self.last_event_eta = (_number(event.get("eta_s")), self.clock())
         parts = [f"{series.label}: epoch {epoch}" + (f"/{epochs}" if epochs else "")]
         for name, label, fmt in (("loss", "loss", "{:.4f}"), ("val_dsc", "val DSC", "{:.3f}"),
@@ -317,6 +317,9 @@ class RunMonitor:
         if not math.isnan(fraction):
             self.cli_progress = True
             self._advance(fraction)
+        eta = _number(event.get("eta_s"))
+        if not math.isnan(eta):  # the CLI's estimate for the whole run
+            self.last_event_eta = (eta, self.clock())
         message = str(event.get("message") or "")
         self.message = f"{message[:1].upper()}{message[1:]}"
         return ""
@@ -326,8 +329,8 @@ class RunMonitor:
 
     # -- reading
     def eta(self) -> Optional[float]:
-        """Seconds left: the trainer's own estimate for a single training, else extrapolated
-        from the time taken so far (None until something was done)."""
+        """Seconds left: the CLI's estimate (progress events: the whole run; epoch events: one
+        training, used for train only), else extrapolated from the time so far (None until then)."""
         now = self.clock()
         if self.fraction >= 1.0:
             return 0.0

@@ -187,6 +187,8 @@ def test_progress_error_and_unknown_events():
     assert mon.fraction == 0.5  # monotone
     mon.feed({"event": "epoch", "epoch": 1, "epochs": 1, "loss": 1.0})
     assert mon.fraction == 0.5  # with CLI progress, epochs no longer move the bar (the CLI counts more)
+    mon.feed({"event": "progress", "fraction": 0.6, "eta_s": 40.0, "message": "epoch 2/3"})
+    assert mon.eta() == pytest.approx(40.0, abs=1.0) and "about 40 s left" in mon.status_text()
     assert mon.feed({"event": "error", "message": "no label for case 3", "exit_code": 2}) == \
         "Error: no label for case 3"
     assert mon.error["exit_code"] == 2
