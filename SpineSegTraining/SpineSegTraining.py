@@ -255,6 +255,8 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(_("The output folder {path} is not empty: choose a new folder, "
                                            "or click Resume to continue the run in it.").format(path=options.output))
                 return
+            if not self.logic.ensureDependencies(interactive=True):
+                return
             self.logic.clearCurves()
             self._run = self.logic.startRun(options, resumeRun=resumeRun)
             if self._run.monitor.curves():  # a resumed run: draw the epochs done before the interruption
@@ -447,6 +449,23 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
         return options
 
     @staticmethod
+    def ensureDependencies(interactive: bool = True) -> bool:
+        """Training needs PyTorch and MONAI in Slicer's Python: SpineSeg UNet's installer offers them
+        (PyTorch through the PyTorch extension, which picks the build for the GPU)."""
+        try:
+            import SpineSegUNet
+        except ImportError:
+            from spineseg import jobs
+
+            missing = [r.module for r in jobs.missing_requirements("torch")]
+            if missing and interactive:
+                slicer.util.errorDisplay(_("Training needs these Python packages: {names}. Install them with the "
+                                           "SpineSeg UNet module (PyTorch backend) or the PyTorch extension.").format(
+                                               names=", ".join(missing)))
+            return not missing
+        return SpineSegUNet.SpineSegUNetLogic().ensureDependencies("torch", interactive=interactive)
+
+    @staticmethod
     def startRun(options: "training_panel.TrainingOptions", resumeRun: "Optional[training_panel.RunInfo]" = None,
                  python: Optional[str] = None) -> TrainingRun:
         """Start ``options`` (or continue ``resumeRun`` with its original arguments) in a background process."""
@@ -590,6 +609,8 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
         import json
         import tempfile
 
+        if not SpineSegTrainingLogic.ensureDependencies(interactive=False):
+            self.skipTest("PyTorch and MONAI are not installed in this Slicer")
         self.delayDisplay("Training one epoch on phantoms")
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "data")

@@ -141,3 +141,18 @@ def test_use_this_model_registers_each_model_once(module, tmp_path):
     assert logic.registerModel(a) == [str(b), str(a)]
     assert module._settings.values[tp.USER_MODELS_KEY] == [str(b), str(a)]
     assert module._settings.synced == 3
+
+
+def test_dependencies_are_checked_through_spineseg_unet_when_present(module, monkeypatch):
+    calls = []
+
+    class FakeUNetLogic:
+        def ensureDependencies(self, backend, interactive=True):
+            calls.append((backend, interactive))
+            return False
+
+    monkeypatch.setitem(sys.modules, "SpineSegUNet", SimpleNamespace(SpineSegUNetLogic=FakeUNetLogic))
+    assert module.SpineSegTrainingLogic.ensureDependencies(interactive=False) is False
+    assert calls == [("torch", False)]
+    monkeypatch.setitem(sys.modules, "SpineSegUNet", None)  # not installed: check the imports ourselves
+    assert module.SpineSegTrainingLogic.ensureDependencies(interactive=False) is True  # torch and monai are here
