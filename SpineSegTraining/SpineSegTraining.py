@@ -137,10 +137,11 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None  # TrainingRun while a run is in progress
-        self._lastRun = None  # the finished TrainingRun whose results are shown
         self._timer = None
         self._datasetCheck = None  # check_dataset generator while a check runs
         self._shownChart = None  # "loss" or "val_dsc": the chart Show curves put in the layout
+        self._resultsFolder = None  # the output folder whose results the panel shows
+        self._model = None  # the trained model "Use this model" registers
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -216,6 +217,9 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not running and self._parameterNode and _pathText(self._parameterNode.outputFolder):
             resumable = training_panel.find_resumable_run(_pathText(self._parameterNode.outputFolder))
         self.ui.resumeButton.enabled = resumable is not None
+        outputFolder = _pathText(self._parameterNode.outputFolder) if self._parameterNode else ""
+        if not running and outputFolder != self._resultsFolder:  # another folder: show its results, if any
+            self.showResults(outputFolder)
         self.ui.resumeButton.toolTip = (_("Continue {path} from {checkpoint}.").format(
             path=resumable.path, checkpoint=resumable.checkpoint.name) if resumable is not None
             else _("No unfinished run with a checkpoint in the output folder."))
@@ -300,7 +304,6 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._timer.stop()
         self._run = None
-        self._lastRun = run
         if run.job.succeeded:
             self.ui.progressBar.setValue(100)
             self.ui.statusLabel.text = _("Finished in {minutes:.1f} min.").format(minutes=run.elapsed() / 60.0)
@@ -312,18 +315,20 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for line in list(run.job.stderr_lines)[-20:]:
                 self.ui.logTextEdit.appendPlainText(line)
             slicer.util.errorDisplay(message)
-        self.showResults(run)
+        self.showResults(run.options.output, run.monitor.done)
         self._updateButtons()
 
     # -- results
-    def showResults(self, run) -> None:
-        table = training_panel.read_results(run.options.output)
+    def showResults(self, outputFolder: str, done: Optional[Dict[str, Any]] = None) -> None:
+        """Fill the results table, report links and "Use this model" from a run folder."""
+        self._resultsFolder = outputFolder
+        table = training_panel.read_results(outputFolder) if outputFolder else None
         widget = self.ui.resultsTableWidget
         widget.clear()
         if table is None:
             widget.setRowCount(0)
             widget.setColumnCount(0)
-            self.ui.reportLabel.text = _("No cross-validation report in {path}.").format(path=run.options.output)
+            self.ui.reportLabel.text = _("No results yet.")
         else:
             header = table.header()
             widget.setColumnCount(len(header))
@@ -339,15 +344,21 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         item.setFont(font)
                     widget.setItem(r, c, item)
             widget.resizeColumnsToContents()
+            link = '<a href="{0}">{1}</a>'
             report = table.report or table.source
-            url = qt.QUrl.fromLocalFile(str(report)).toString()
-            self.ui.reportLabel.text = '<a href="{url}">{name}</a>'.format(url=url, name=report)
-        model = run.modelDirectory()
+            parts = [link.format(qt.QUrl.fromLocalFile(str(report)).toString(), report.name)]
+            parts += [link.format(qt.QUrl.fromLocalFile(str(png)).toString(), _("confusion matrix ({model})").format(
+                model=model)) for model, png in table.confusion.items()]
+            self.ui.reportLabel.text = _("Report: ") + " | ".join(parts)
+            self.ui.reportLabel.toolTip = str(report)
+        info = training_panel.run_info(outputFolder) if outputFolder else None
+        model = training_panel.find_trained_model(outputFolder, done) if outputFolder else None
+        self._model = model
         self.ui.useModelButton.enabled = model is not None
         self.ui.useModelButton.toolTip = (
             _("Add {path} to the SpineSeg UNet model selector.").format(path=model) if model is not None
             else _("Cross-validation trains one model per fold for evaluation; Train on all cases to get the "
-                   "model to use.") if run.options.mode == "cv" else _("This run produced no model."))
+                   "model to use.") if info is not None and info.mode == "cv" else _("No trained model yet."))
 
     def onShowCurves(self) -> None:
         """Show the loss chart, and on the next click the validation-DSC chart (and so on)."""
@@ -362,7 +373,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          else _("Show loss curves"))
 
     def onUseModel(self) -> None:
-        model = self._lastRun.modelDirectory() if self._lastRun is not None else None
+        model = self._model
         if model is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):

@@ -158,7 +158,10 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
         widget.resizeColumnsToContents()
         widget.verticalHeader().setVisible(False)
         widget.setMinimumHeight(260)
-        report.setText(f'<a href="file://{table.report or table.source}">{table.report or table.source}</a>')
+        source = table.report or table.source
+        links = [f'<a href="file://{source}">{source.name}</a>']
+        links += [f'<a href="file://{png}">confusion matrix ({m})</a>' for m, png in table.confusion.items()]
+        report.setText("Report: " + " | ".join(links))
     find(QPushButton, "useModelButton").setEnabled(tp.find_trained_model(run, monitor.done) is not None)
     panel.resize(540, panel.sizeHint().height())
     return panel

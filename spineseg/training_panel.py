@@ -374,6 +374,7 @@ class ResultsTable:
     rows: List[Dict[str, Any]]  # {"metric", "structure", "cells": [text per model], "best": [models]}
     source: Path
     report: Optional[Path] = None
+    confusion: Dict[str, Path] = field(default_factory=dict)  # model -> its confusion_matrix.png
 
     def header(self) -> List[str]:
         return ["metric", "structure"] + self.models
@@ -417,7 +418,8 @@ def read_results(run_dir: PathLike) -> Optional[ResultsTable]:
                  "cells": [_cell(r["values"][m]["mean"], r["values"][m]["std"]) for m in models],
                  "best": list(r.get("best", []))} for r in doc["rows"]]
         report = ablation.with_name("ablation.md")
-        return ResultsTable(models, rows, ablation, report if report.is_file() else None)
+        return ResultsTable(models, rows, ablation, report if report.is_file() else None,
+                            _confusion_figures(run, models))
     metrics = _find_file(run, "metrics.json")
     if metrics is None:
         return None
@@ -440,7 +442,15 @@ def _results_from_metrics(path: Path) -> Optional[ResultsTable]:
     table = [{"metric": METRIC_LABELS[r["metric"]], "structure": r["structure"],
               "cells": [_cell(r["values"][name]["mean"], r["values"][name]["std"])], "best": [name]} for r in rows]
     report = path.with_name("report.md")
-    return ResultsTable([name], table, path, report if report.is_file() else None)
+    figure = path.with_name("confusion_matrix.png")
+    return ResultsTable([name], table, path, report if report.is_file() else None,
+                        {name: figure} if figure.is_file() else {})
+
+
+def _confusion_figures(run: Path, models: Sequence[str]) -> Dict[str, Path]:
+    """Each cross-validated model's pooled confusion matrix (``<model>/report/confusion_matrix.png``)."""
+    figures = {m: run / m / "report" / "confusion_matrix.png" for m in models}
+    return {m: p for m, p in figures.items() if p.is_file()}
 
 
 # --------------------------------------------------------------------------- runs and models

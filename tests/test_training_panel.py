@@ -231,6 +231,10 @@ def test_results_table_from_ablation_report(tmp_path):
     assert {r["metric"] for r in table.rows} == {"DSC", "PPV", "Sensitivity"}
     for r in table.rows:
         assert r["best"] and set(r["best"]) <= {"hybrid", "no-ux"}
+    assert table.confusion == {}
+    (run / "no-ux" / "report").mkdir(parents=True)
+    (run / "no-ux" / "report" / "confusion_matrix.png").write_bytes(b"png")
+    assert tp.read_results(run).confusion == {"no-ux": run / "no-ux" / "report" / "confusion_matrix.png"}
 
 
 def test_results_table_from_single_model_report(tmp_path):
@@ -244,6 +248,7 @@ def test_results_table_from_single_model_report(tmp_path):
     table = tp.read_results(tmp_path / "cv")
     assert table.models == ["no-hanc"] and len(table.rows) == 15
     assert table.report == tmp_path / "cv" / "no-hanc" / "report" / "report.md"
+    assert table.confusion == {"no-hanc": tmp_path / "cv" / "no-hanc" / "report" / "confusion_matrix.png"}
     dsc = pool_metrics(cases, SPINE_CLASSES)["classes"]["vertebra"]
     assert table.rows[0]["cells"][0] == f"{dsc['mean']['dsc']:.3f} ± {dsc['std']['dsc']:.3f}"
     # a train run: <run>/validation/metrics.json, the model named by config.json
