@@ -144,15 +144,21 @@ def lr_factor(config: TrainConfig, epoch: int) -> float:
     import math
 
     e, n = int(epoch), int(config.epochs)
-    if config.warmup_epochs and e < config.warmup_epochs:
-        return (e + 1) / float(config.warmup_epochs + 1)
+    warmup = effective_warmup(config)
+    if warmup and e < warmup:
+        return (e + 1) / float(warmup + 1)
     if config.schedule == "step":
         return float(config.step_gamma) ** (e // int(config.step_every))
-    start = int(config.warmup_epochs)
+    start = warmup
     t = (e - start) / float(max(1, n - start))
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     return (1.0 - t) ** float(config.poly_power)  # poly
+
+
+def effective_warmup(config: TrainConfig) -> int:
+    """Warm-up epochs, at most a tenth of the run (a 4-epoch test run would otherwise never leave it)."""
+    return min(int(config.warmup_epochs), int(config.epochs) // 10)
 
 
 def resolve_thick_slices(config: TrainConfig, slice_mm: float) -> int:
