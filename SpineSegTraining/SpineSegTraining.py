@@ -568,8 +568,10 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
     def registerModel(modelDir) -> List[str]:
         """Add ``modelDir`` to the ``SpineSeg/UserModels`` setting that SpineSeg UNet's model selector reads."""
         settings = slicer.app.userSettings()
-        models = training_panel.add_user_model(settings.value(training_panel.USER_MODELS_KEY), modelDir)
-        settings.setValue(training_panel.USER_MODELS_KEY, models)
+        from spineseg import jobs
+
+        models = jobs.add_user_model(settings.value(jobs.USER_MODELS_KEY), modelDir)
+        settings.setValue(jobs.USER_MODELS_KEY, models)
         settings.sync()
         return models
 
@@ -663,15 +665,17 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
             self.assertTrue(os.path.isfile(os.path.join(str(model), header["weights"]["file"])))
 
             # Use this model: registered once, however often it is clicked
+            from spineseg import jobs
+
             settings = slicer.app.userSettings()
-            saved = settings.value(training_panel.USER_MODELS_KEY)
+            saved = settings.value(jobs.USER_MODELS_KEY)
             try:
                 logic.registerModel(model)
                 models = logic.registerModel(model)
                 self.assertEqual(models.count(str(pathlib.Path(model).resolve())), 1)
             finally:
                 if saved is None:
-                    settings.remove(training_panel.USER_MODELS_KEY)
+                    settings.remove(jobs.USER_MODELS_KEY)
                 else:
-                    settings.setValue(training_panel.USER_MODELS_KEY, saved)
+                    settings.setValue(jobs.USER_MODELS_KEY, saved)
         self.delayDisplay("Training test passed")

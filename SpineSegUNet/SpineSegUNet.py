@@ -180,11 +180,21 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        from spineseg import jobs
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
+        # Models registered by SpineSeg Training's "Use this model" appear in the folder's history
+        # (setting the key re-reads it), and the newest is chosen when nothing else is.
+        self.ui.modelPathLineEdit.settingKey = jobs.USER_MODELS_KEY
+        userModels = jobs.user_model_dirs(slicer.app.userSettings().value(jobs.USER_MODELS_KEY))
+        noFolder = str(self._parameterNode.modelPath) in ("", ".")
+        if userModels and noFolder and jobs.bundled_model_dir() is None:
+            self._parameterNode.modelSource = ModelSource.FOLDER
+            self._parameterNode.modelPath = userModels[0]
 
     def setParameterNode(self, inputParameterNode: Optional[SpineSegUNetParameterNode]) -> None:
         if self._parameterNode:

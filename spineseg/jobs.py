@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
 
 from spineseg.progress import parse_json_line
 
@@ -410,6 +410,31 @@ def restart_needed(installed: Sequence[Requirement], loaded_modules: Optional[Se
 
 
 # --------------------------------------------------------------------------- models
+#: Application setting (QSettings) listing the model folders that SpineSeg Training's
+#: "Use this model" registered; SpineSeg UNet offers them in its model folder history.
+USER_MODELS_KEY = "SpineSeg/UserModels"
+
+
+def _setting_list(value: Any) -> List[str]:
+    """QSettings hands back None, one string or a list, depending on what was stored."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value if v]
+
+
+def add_user_model(current: Any, model_dir: Union[str, "os.PathLike[str]"]) -> List[str]:
+    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, newest last)."""
+    new = str(Path(model_dir).resolve())
+    return [p for p in _setting_list(current) if str(Path(p).resolve()) != new] + [new]
+
+
+def user_model_dirs(value: Any) -> List[Path]:
+    """The registered model folders that still hold a model, newest first."""
+    return [Path(p) for p in reversed(_setting_list(value)) if (Path(p) / "model.json").is_file()]
+
+
 def bundled_model_dir() -> Optional[Path]:
     """The bundled default model folder, or None when the extension ships none yet."""
     try:

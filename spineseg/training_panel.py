@@ -14,8 +14,7 @@ they are tested here with pytest:
 * :func:`read_results`: the cross-validation table (models x DSC / PPV / sensitivity
   per structure) from a finished run folder's ``ablation.json`` or ``metrics.json``.
 * :func:`find_resumable_run`, :func:`find_trained_model`: what Resume and "Use this
-  model" act on. :func:`add_user_model`: the ``SpineSeg/UserModels`` setting list that
-  the SpineSeg UNet model selector reads.
+  model" act on (registration itself: :func:`spineseg.jobs.add_user_model`).
 * :func:`headless_main`: the body of ``SpineSegTraining/Scripts/train.py``.
 """
 from __future__ import annotations
@@ -37,7 +36,6 @@ MODES = ("train", "cv")
 PRESETS = ("default", "paper")
 DEVICES = ("auto", "cpu", "cuda")
 #: the Qt setting (a list of model folders) that SpineSeg UNet adds to its model selector
-USER_MODELS_KEY = "SpineSeg/UserModels"
 #: the architectures offered when ``spineseg.networks`` cannot be imported
 FALLBACK_ARCHITECTURES = ("hybrid", "no-ux", "no-hanc", "resunet", "unetpp", "nnunet-like")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -610,21 +608,6 @@ def find_trained_model(run_dir: PathLike, done: Optional[Mapping[str, Any]] = No
         if isinstance(header, dict) and header.get("format") == "spineseg-model":
             return path
     return None
-
-
-def add_user_model(current: Union[None, str, Sequence[str]], model_dir: PathLike) -> List[str]:
-    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, newest last).
-
-    QSettings hands back None, one string or a list depending on what was stored.
-    """
-    if current is None:
-        items: List[str] = []
-    elif isinstance(current, str):
-        items = [current] if current else []
-    else:
-        items = [str(c) for c in current if c]
-    new = str(Path(model_dir).resolve())
-    return [p for p in items if str(Path(p).resolve()) != new] + [new]
 
 
 # --------------------------------------------------------------------------- dataset summary

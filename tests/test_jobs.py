@@ -349,3 +349,25 @@ def test_end_to_end_with_the_real_cli_and_an_untrained_model(tmp_path):
     assert int(sitk.GetArrayFromImage(label).max()) <= 3
     specs = segment_specs(jobs.result_classes(job.done, tmp_path / "model"))
     assert label_to_segment_ids(specs) == ["vertebra", "intervertebral_disc", "spinal_canal"]
+
+
+def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
+    from spineseg.jobs import add_user_model
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert add_user_model(None, a) == [str(a)]
+    assert add_user_model("", a) == [str(a)]
+    assert add_user_model(str(b), a) == [str(b), str(a)]
+    assert add_user_model((str(a), str(b)), tmp_path / "x" / ".." / "a") == [str(b), str(a)]
+
+
+def test_user_model_dirs_lists_existing_models_newest_first(tmp_path):
+    from spineseg.jobs import user_model_dirs
+
+    old, new, gone = tmp_path / "old", tmp_path / "new", tmp_path / "gone"
+    for d in (old, new):
+        d.mkdir()
+        (d / "model.json").write_text("{}")
+    assert user_model_dirs([str(old), str(gone), str(new)]) == [new, old]
+    assert user_model_dirs(str(old)) == [old]
+    assert user_model_dirs(None) == []

@@ -139,7 +139,9 @@ def test_use_this_model_registers_each_model_once(module, tmp_path):
     assert logic.registerModel(a) == [str(a)]
     assert logic.registerModel(b) == [str(a), str(b)]
     assert logic.registerModel(a) == [str(b), str(a)]
-    assert module._settings.values[tp.USER_MODELS_KEY] == [str(b), str(a)]
+    from spineseg.jobs import USER_MODELS_KEY
+
+    assert module._settings.values[USER_MODELS_KEY] == [str(b), str(a)]
     assert module._settings.synced == 3
 
 

@@ -352,14 +352,6 @@ def test_trained_model_of_a_train_run(tmp_path):
     assert tp.find_trained_model(run) is None
 
 
-def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert tp.add_user_model(None, a) == [str(a)]
-    assert tp.add_user_model("", a) == [str(a)]
-    assert tp.add_user_model(str(b), a) == [str(b), str(a)]
-    assert tp.add_user_model((str(a), str(b)), tmp_path / "x" / ".." / "a") == [str(b), str(a)]
-
-
 # --------------------------------------------------------------------------- dataset summary
 def _pair(folder: Path, case: str, *, size=(16, 12, 3), label_size=None, label_spacing=None, values=(0, 1, 2)):
     img = sitk.GetImageFromArray(np.random.default_rng(0).random(size[::-1]).astype(np.float32))
