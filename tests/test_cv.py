@@ -20,6 +20,7 @@ def write_phantoms(folder: Path, n: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys):
     import torch
 
@@ -68,6 +69,7 @@ def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys):
     assert best > 0.1
 
 
+@pytest.mark.slow
 def test_cv_resume_skips_finished_folds(tmp_path, capsys):
     """A finished fold (fold.json) is not trained again on --resume; the report is rebuilt from it."""
     import torch

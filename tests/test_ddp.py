@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from test_training_data import write_toy_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     data = write_toy_cases(tmp_path / "data", 3)
     run = tmp_path / "run"

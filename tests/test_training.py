@@ -82,6 +82,7 @@ def _weights(run: Path):
     return load_file(str(run / "model" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     data = write_toy_cases(tmp_path / "data", 4)
     # the uninterrupted run (also warms the shared cache)
@@ -138,6 +139,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert rc == 2 and "--resume with different settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_trained_model_loads_and_segments(tmp_path):
     """A short hybrid run writes a model that the inference engine runs on a new image."""
     import SimpleITK as sitk

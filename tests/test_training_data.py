@@ -276,3 +276,34 @@ def test_distributed_sampler_shares_are_disjoint():
     shares = [list(d.DistributedSampler(ds, num_replicas=2, rank=r, shuffle=False, drop_last=True)) for r in (0, 1)]
     assert not set(shares[0]) & set(shares[1])
     assert len(shares[0]) == len(shares[1]) == 7
+
+
+@pytest.mark.shared_data
+def test_spider_cases_validate_cache_and_give_thick_slice_windows(spider_dir, tmp_path):
+    """Real thin-slice data: labels within the classes, canonical cache, default windows average 5 slices."""
+    from spineseg.preprocessing import PreprocessingConfig
+    from spineseg.training.data import find_cases, validate_cases, cache_cases
+    from spineseg.training.presets import preset_config
+    from spineseg.training.sampling import WindowDataset
+
+    folder = tmp_path / "spider"
+    folder.mkdir()
+    for src in sorted(spider_dir.glob("spider_*_image.nii.gz"))[:2]:
+        (folder / src.name).symlink_to(src)
+        lab = src.with_name(src.name.replace("_image", "_label"))
+        (folder / lab.name).symlink_to(lab)
+    cases = find_cases(folder)
+    summary = validate_cases(cases, [1, 2, 3])
+    assert all(set(c["label_values"]) <= {0, 1, 2, 3} for c in summary["cases"].values())
+    cfg = preset_config("default", workers=0, preprocessing=PreprocessingConfig(n4=False).to_dict())
+    cached = cache_cases(cases, cfg.preprocessing, tmp_path / "cache", [1, 2, 3])
+    first = cached[cases[0].id]
+    assert first.spacing[0] == pytest.approx(0.9) and first.shape[1:] == (640, 512)  # D slices, H sup-inf, W ant-post
+    ds = WindowDataset(cached, cfg.replace(flips=False, intensity_aug=False), [1, 2, 3])
+    assert set(ds.k.values()) == {5}
+    ds.set_epoch(0)
+    x, y, _ = ds[0]
+    assert tuple(x.shape) == (1, 12, 128, 128) and tuple(y.shape) == (12, 128, 128)
+    assert int(y.max()) <= 3
+    n_thick = first.shape[0] // 5
+    assert not x[0, max(n_thick, 1) + 1:].any()  # at most D // 5 thick slices, the rest is padding

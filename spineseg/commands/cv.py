@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         kfold_split(list(prepared["cases"]), args.folds, base.seed)  # fewer cases than folds: error before training
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
                         device=args.device, resume=args.resume, event=reporter.event,
-                        progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m), command=[sys.argv[0]] + sys.argv[1:])
+                        progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
+                        command=[sys.argv[0]] + sys.argv[1:])
     except InputError as exc:
         if main:
             reporter.event("error", message=str(exc), exit_code=2)

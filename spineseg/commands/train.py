@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
         result = run_training(config, prepared["cases"], train_ids, val_ids, run_dir,
                               data_summary=prepared["summary"], device=args.device, resume=args.resume,
-                              event=reporter.event, progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
+                              event=reporter.event,
+                              progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                               command=[sys.argv[0]] + sys.argv[1:])
     except InputError as exc:
         if main:

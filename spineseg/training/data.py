@@ -177,8 +177,8 @@ def validate_cases(cases: Sequence[Case], allowed_values: Sequence[int],
             progress(i / len(cases), f"checking {case.id}")
         image, _, values = read_case(case, allowed_values)
         summary["cases"][case.id] = {"image": str(case.image), "label": str(case.label),
-                                     "size": list(image.GetSize()), "spacing": [round(v, 6) for v in image.GetSpacing()],
-                                     "label_values": values}
+                                     "size": list(image.GetSize()),
+                                     "spacing": [round(v, 6) for v in image.GetSpacing()], "label_values": values}
     return summary
 
 

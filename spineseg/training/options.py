@@ -11,7 +11,8 @@ from spineseg.training.presets import PRESETS, TrainConfig, preset_config
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA", help="folder of <case>_image.* / <case>_label.* pairs, or a dataset.json")
+    parser.add_argument("data", metavar="DATA",
+                        help="folder of <case>_image.* / <case>_label.* pairs, or a dataset.json")
     parser.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder to create (or --resume)")
     parser.add_argument("--preset", choices=PRESETS, default="default",
                         help="'paper': the design report's recipe (binary, MSE, Adam, 200 epochs); "
@@ -82,7 +83,8 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=args.epochs,
         batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
         windows_per_case=args.windows_per_case, cases_per_epoch=args.cases_per_epoch,
-        thick_slices=args.thick_slices, val_every=args.val_every, workers=args.workers, seed=args.seed, deterministic=args.deterministic,
+        thick_slices=args.thick_slices, val_every=args.val_every, workers=args.workers, seed=args.seed,
+        deterministic=args.deterministic,
         preprocessing=prep.to_dict())
 
 
