@@ -239,6 +239,17 @@ def _state_dict_bytes(network: Any, dtype: str) -> Tuple[bytes, Dict[str, Any]]:
     return save(tensors, metadata={"format": FORMAT}), tensors
 
 
+def _unwrap(network: Any) -> Any:
+    """The plain module inside torch.compile / DDP / DataParallel wrappers (their state-dict keys are prefixed)."""
+    while True:
+        if hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        elif type(network).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(network, "module"):
+            network = network.module
+        else:
+            return network
+
+
 def save_model(path: PathLike, network: Any, header: ModelHeader, *, overwrite: bool = False,
                dtype: str = "float32") -> Path:
     """Write ``network``'s weights and ``header`` to the model folder ``path``.
@@ -247,6 +258,7 @@ def save_model(path: PathLike, network: Any, header: ModelHeader, *, overwrite: 
     when present. Weights are written first, then the header with their sha256;
     both atomically. An existing model is replaced only with ``overwrite``.
     Returns the folder. ``dtype="float16"`` halves the file (for shipped models).
+    torch.compile and DDP wrappers are unwrapped first.
     """
     if dtype not in WEIGHT_DTYPES:
         raise InputError(f"unsupported weight dtype {dtype!r}; use one of {', '.join(WEIGHT_DTYPES)}")
@@ -256,6 +268,7 @@ def save_model(path: PathLike, network: Any, header: ModelHeader, *, overwrite: 
     if (folder / HEADER_FILE).exists() and not overwrite:
         raise InputError(f"{folder}: a model exists here; pass --overwrite to replace it or choose another folder")
     header = copy.deepcopy(header)
+    network = _unwrap(network)
     spec = getattr(network, "spec", None)
     if spec is not None:
         a = header.architecture

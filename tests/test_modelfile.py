@@ -82,6 +82,13 @@ def test_round_trip_is_bit_exact(saved):
     assert ModelHeader.from_dict(d).to_dict() == d
 
 
+def test_compiled_or_wrapped_network_saves_plain_keys(tmp_path):
+    net = _net()
+    folder = save_model(tmp_path / "c", torch.compile(net), _header())  # compile is lazy: nothing compiles here
+    loaded = load_model(folder)
+    assert torch.equal(loaded.network.head.weight, net.head.weight)
+
+
 def test_binary_and_fp16_weights(tmp_path):
     net = _net(out_channels=1)
     folder = save_model(tmp_path / "b", net, _header(task="binary"), dtype="float16")
