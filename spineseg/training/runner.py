@@ -40,9 +40,21 @@ def data_values(config: TrainConfig) -> List[int]:
     return [c.value for c in SPINE_CLASSES]
 
 
+def strict(obj: Any) -> Any:
+    """A copy of ``obj`` with NaN/inf floats as None (strict JSON; metric readers take null as undefined)."""
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj: Any, *, overwrite: bool = True) -> Path:
-    return write_bytes_atomic((json.dumps(obj, indent=2, default=_default) + "\n").encode("utf-8"), path,
-                              overwrite=overwrite)
+    """Strict JSON, written atomically."""
+    text = json.dumps(strict(obj), indent=2, default=_default, allow_nan=False)
+    return write_bytes_atomic((text + "\n").encode("utf-8"), path, overwrite=overwrite)
 
 
 def _default(value: Any) -> Any:
@@ -119,12 +131,18 @@ def save_trained_model(path: Path, network, header: Dict[str, Any], *, overwrite
     return path
 
 
+def _finite(value: Any) -> Optional[float]:
+    """NaN (an undefined metric) -> None, so model.json stays strict JSON."""
+    v = float(value)
+    return v if v == v and abs(v) != float("inf") else None
+
+
 def summarise_metrics(pooled: Dict[str, Any]) -> Dict[str, Any]:
-    """The compact validation summary stored in a model header."""
-    out: Dict[str, Any] = {"n_cases": pooled["n_cases"], "mean_dsc": pooled["mean_dsc"]}
+    """The compact validation summary stored in a model header (means over cases; null = undefined)."""
+    out: Dict[str, Any] = {"n_cases": pooled["n_cases"], "mean_dsc": _finite(pooled["mean_dsc"])}
     for name, s in pooled["classes"].items():
-        out[name] = {m: s["mean"][m] for m in ("dsc", "ppv", "sensitivity")}
-    out["spine"] = {m: pooled["union"]["mean"][m] for m in ("dsc", "ppv", "sensitivity")}
+        out[name] = {m: _finite(s["mean"][m]) for m in ("dsc", "ppv", "sensitivity")}
+    out["spine"] = {m: _finite(pooled["union"]["mean"][m]) for m in ("dsc", "ppv", "sensitivity")}
     return out
 
 
@@ -154,7 +172,7 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
 
     def on_epoch(record: Dict[str, Any]) -> None:
         with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(strict(record), allow_nan=False) + "\n")
         if event is not None:
             event("epoch", **({"fold": fold} if fold is not None else {}), **({"model": config.model}),
                   **{k: record[k] for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s", "eta_s")})

@@ -369,6 +369,7 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
         if dist_info.main and val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             pooled = _pool(validate(net, val_cases, config, classes, dev), classes)
             val_dsc = float(pooled["mean_dsc"])
+            val_dsc = val_dsc if val_dsc == val_dsc else None  # NaN: nothing to score (no structure anywhere)
         total_windows += n_windows
         seconds = time.monotonic() - t0
         done_epochs = epoch + 1 - start_epoch
