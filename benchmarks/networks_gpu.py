@@ -4,9 +4,10 @@ Prints, per network and mode, windows/s (timed steps after warm-up, CUDA
 synchronised) and peak GPU memory (torch.cuda.max_memory_allocated over the
 timed steps: activations, gradients, optimiser state). Modes: ``eager``,
 ``channels_last`` (channels_last_3d tensors; in-plane ops then run as folded 2D
-NHWC kernels), ``compile`` (torch.compile), ``compile+channels_last``.
+NHWC kernels), ``compile`` (torch.compile), ``compile+channels_last``; each
+also with ``+ckpt`` (HANC branches recomputed in backward instead of stored).
 
-    .venv/bin/python benchmarks/networks_gpu.py                      # all networks, eager and compile+channels_last
+    .venv/bin/python benchmarks/networks_gpu.py                      # all networks, default modes
     .venv/bin/python benchmarks/networks_gpu.py --names hybrid --modes eager channels_last compile compile+channels_last
     .venv/bin/python benchmarks/networks_gpu.py --names hybrid --profile --modes eager   # top CUDA ops
 
@@ -24,14 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from spineseg.networks import build_network, network_names
-from spineseg.networks.blocks import to_channels_last
+from spineseg.networks.blocks import set_hanc_checkpointing, to_channels_last
 
 MODES = ("eager", "channels_last", "compile", "compile+channels_last")
+# any mode may end in "+ckpt": HANC branches recomputed in backward (less memory, a little more time)
+MODES = MODES + tuple(m + "+ckpt" for m in MODES)
 
 
 def make_step(name: str, mode: str, device: torch.device, batch: int, window, out_channels: int):
     torch.manual_seed(0)
     net = build_network(name, out_channels=out_channels).to(device).train()
+    if mode.endswith("+ckpt"):
+        set_hanc_checkpointing(net, True)
     x = torch.randn(batch, 1, *window, device=device)
     y = torch.randint(0, out_channels, (batch, *window), device=device)
     if "channels_last" in mode:
@@ -87,7 +92,8 @@ def profile(step, device: torch.device, rows: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--names", nargs="*", default=list(network_names()))
-    ap.add_argument("--modes", nargs="*", default=["eager", "compile+channels_last"], choices=MODES)
+    ap.add_argument("--modes", nargs="*", default=["eager", "compile+channels_last", "compile+channels_last+ckpt"],
+                    choices=MODES)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--window", type=int, nargs=3, default=[12, 128, 128], metavar=("D", "H", "W"))
     ap.add_argument("--out-channels", type=int, default=4)

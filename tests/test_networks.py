@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from spineseg.errors import InputError  # noqa: E402
 from spineseg.networks import build_network, network_defaults, network_names  # noqa: E402
-from spineseg.networks.blocks import to_channels_last  # noqa: E402
+from spineseg.networks.blocks import set_hanc_checkpointing, to_channels_last  # noqa: E402
 
 NAMES = list(network_names())
 HYBRID_FAMILY = ["hybrid", "no-ux", "no-hanc", "resunet"]
@@ -151,6 +151,19 @@ def test_hybrid_default_budget():
     assert y.shape == (1, 4, 12, 128, 128)
     assert sum(p.numel() for p in net.parameters()) <= 10_000_000
     assert counter.get_total_flops() <= 40e9
+
+
+def test_hanc_checkpointing_gives_the_same_gradients():
+    import copy
+
+    a = tiny("hybrid", width=4).train()
+    b = copy.deepcopy(a)
+    assert set_hanc_checkpointing(b, True) == 3
+    x = torch.randn(2, 1, 3, 32, 32)
+    for net in (a, b):
+        net(x).square().mean().backward()
+    for (k, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=k)
 
 
 def _phantom_batch():

@@ -214,7 +214,17 @@ class HANC3D(nn.Module):
         self.project = nn.Conv3d(3 * len(depths) * e, channels, 1, bias=False)
         self.norm_p = make_norm(norm, channels)
 
+    #: recompute the branch in backward instead of saving its maps (set by :func:`set_hanc_checkpointing`)
+    checkpoint = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return x + checkpoint(self._branch, x, use_reentrant=False)
+        return x + self._branch(x)
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
         e = self.act(self.norm_e(self.expand(x)))
         conv_in = self.dw_inplane(e)
         max_in = inplane(e, lambda y: F.max_pool2d(y, 3, 1, 1), lambda y: F.max_pool3d(y, (1, 3, 3), 1, (0, 1, 1)))
@@ -233,7 +243,24 @@ class HANC3D(nn.Module):
             prev_n = n
             maps.append(m)
             maps.append(F.avg_pool3d(F.pad(avg_in, (0, 0, 0, 0, n // 2, n // 2)), (n, 1, 1), 1))
-        return x + self.norm_p(self.project(torch.cat(maps, dim=1)))
+        return self.norm_p(self.project(torch.cat(maps, dim=1)))
+
+
+def set_hanc_checkpointing(module: nn.Module, enabled: bool = True) -> int:
+    """Recompute HANC branches during backward instead of storing them; returns how many blocks changed.
+
+    HANC is cheap in FLOPs but stores many maps for backward (the nine-way
+    concatenation, int64 max-pool indices): about a third of the hybrid's
+    training activations. Training-time only; results are unchanged, except
+    that BatchNorm running statistics see the recomputed forward too (PyTorch's
+    usual checkpointing caveat).
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, HANC3D):
+            m.checkpoint = bool(enabled)
+            n += 1
+    return n
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
