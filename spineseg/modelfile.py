@@ -350,8 +350,9 @@ def load_model(path: PathLike, device: str = "cpu") -> LoadedModel:
     try:
         network = build_network(arch.name, in_channels=arch.in_channels, out_channels=arch.out_channels,
                                 **arch.hparams)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{folder}: the header's hyper-parameters do not build {arch.name!r} ({exc})") from None
+    except (TypeError, ValueError, InputError) as exc:
+        raise InputError(f"{folder}: the header's hyper-parameters do not build {arch.name!r} ({exc}); "
+                         "the model was made by another SpineSeg version or the header was edited") from None
     expected = network.state_dict()
     _check_shapes(expected, tensors, header, wfile)
     state = {k: (v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v) for k, v in tensors.items()}

@@ -169,6 +169,13 @@ def test_unknown_architecture(saved):
         load_model(folder)
 
 
+def test_unknown_hyper_parameter(saved):
+    folder, _ = saved
+    _edit_header(folder, lambda d: d["architecture"]["hparams"].update(depth=7))
+    with pytest.raises(InputError, match="hyper-parameters do not build 'hybrid'.*no hyper-parameter 'depth'"):
+        load_model(folder)
+
+
 def test_class_count_mismatch_with_weights(saved):
     folder, _ = saved
 
