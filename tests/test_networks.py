@@ -75,6 +75,16 @@ def test_any_slice_count_and_inplane_size(name, shape):
     assert torch.isfinite(y).all()
 
 
+def test_channel_layer_norm_option():
+    """norm="layer" (LayerNorm over channels only, no statistics over space) replaces every BatchNorm and runs."""
+    net = tiny("hybrid", norm="layer").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    x = torch.randn(1, 1, 2, 32, 48)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (1, 4, 2, 32, 48) and torch.isfinite(y).all()
+
+
 def test_slice_axis_is_used_not_downsampled():
     """A change in one slice reaches its neighbours (3D blocks) and D keeps full resolution."""
     net = tiny("hybrid").eval()
