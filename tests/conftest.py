@@ -23,13 +23,19 @@ def spider_dir() -> Path:
     return SPIDER
 
 
+# CI has 2 cores and runs the suite with pytest-xdist on both: one thread per worker (and per
+# CLI subprocess) is fastest; two OpenMP threads per process on an oversubscribed machine made
+# a tiny training step 100x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _few_threads():
-    """Two cores in CI: keep torch from oversubscribing them."""
+def _one_thread():
     try:
         import torch
 
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(1)
     except ImportError:
         pass
     yield
