@@ -1,10 +1,10 @@
 """Model fixtures for the inference, CLI and ONNX tests (imported by those modules).
 
 ``random_model``: a tiny untrained hybrid (for errors, geometry, cancel: fast).
-``trained_model``: a tiny hybrid trained here on low-resolution phantoms with a short
-Dice + cross-entropy loop, so segmentation quality is testable without shipped weights.
-Both are cached under pytest's base temp folder, so modules that import these
-fixtures share one copy per session.
+``trained_model``: a tiny hybrid trained on low-resolution phantoms with the short
+Dice + cross-entropy loop below and committed under ``tests/data`` (training it in
+every test run takes minutes on 2 shared cores). ``random_model`` is cached under
+pytest's base temp folder, so modules that import it share one copy per session.
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def small_phantom(seed: int, **kwargs) -> Tuple[sitk.Image, sitk.Image]:
     return ph.image, ph.label
 
 
-def save_tiny(path: Path, network, *, task: str = "multiclass", window=(12, 64, 64)) -> Path:
+def save_tiny(path: Path, network, *, task: str = "multiclass", window=(12, 64, 64), dtype: str = "float32") -> Path:
     from spineseg.modelfile import ModelHeader, save_model
 
     header = ModelHeader.create("tiny-test", "hybrid", task=task, hparams=dict(TINY), window=tuple(window),
                                 spacing=(SMALL_SPACING[2], SMALL_SPACING[1], SMALL_SPACING[0]),
                                 preprocessing=dict(PREP))
-    return save_model(path, network, header, overwrite=True)
+    return save_model(path, network, header, overwrite=True, dtype=dtype)
 
 
 def build_tiny(task: str = "multiclass", seed: int = 0):
@@ -53,8 +53,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2.0 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
-def train_tiny(path: Path, *, steps: int = 60, seed: int = 0) -> Path:
-    """Dice + CE on random 12x64x64 crops of 3 phantoms; returns the saved model folder."""
+def train_tiny(path: Path, *, steps: int = 60, seed: int = 0, depth: int = 6, crop: int = 64, batch: int = 2,
+               lr: float = 1e-2, dtype: str = "float32") -> Path:
+    """Dice + CE on random depth x crop x crop windows of 3 phantoms; returns the saved model folder."""
     import torch
 
     from spineseg.geometry import CanonicalFrame
@@ -70,16 +71,16 @@ def train_tiny(path: Path, *, steps: int = 60, seed: int = 0) -> Path:
         data.append((torch.from_numpy(x)[None], torch.from_numpy(y.astype(np.int64))))
     net = build_tiny(seed=seed)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
-    crop = 64
     for step in range(steps):
         xs, ys = [], []
-        for _ in range(2):
+        for _ in range(batch):
             x, y = data[rng.integers(len(data))]
+            d0 = int(rng.integers(0, x.shape[-3] - depth + 1))
             h0, w0 = (int(rng.integers(0, x.shape[-2] - crop + 1)), int(rng.integers(0, x.shape[-1] - crop + 1)))
-            xs.append(x[..., h0:h0 + crop, w0:w0 + crop])
-            ys.append(y[..., h0:h0 + crop, w0:w0 + crop])
+            xs.append(x[..., d0:d0 + depth, h0:h0 + crop, w0:w0 + crop])
+            ys.append(y[..., d0:d0 + depth, h0:h0 + crop, w0:w0 + crop])
         x, y = torch.stack(xs), torch.stack(ys)
         logits = net(x)
         prob = torch.softmax(logits, 1)
@@ -87,11 +88,13 @@ def train_tiny(path: Path, *, steps: int = 60, seed: int = 0) -> Path:
         inter = (prob * onehot).sum((0, 2, 3, 4))
         dice_loss = 1 - ((2 * inter + 1) / (prob.sum((0, 2, 3, 4)) + onehot.sum((0, 2, 3, 4)) + 1))[1:].mean()
         loss = torch.nn.functional.cross_entropy(logits, y) + dice_loss
+        for group in opt.param_groups:
+            group["lr"] = lr * (1.0 - step / steps) + 1e-4  # linear decay: settles in few steps
         opt.zero_grad()
         loss.backward()
         opt.step()
     net.eval()
-    return save_tiny(path, net)
+    return save_tiny(path, net, dtype=dtype)
 
 
 @pytest.fixture(scope="session")
@@ -102,12 +105,16 @@ def random_model(tmp_path_factory) -> Path:
     return path
 
 
+#: trained here by ``python tests/test_inference_fixtures.py 100 12 64 2 0.01 --save tests/data/inference-tiny-model``
+#: (a few minutes on 2 busy cores, too slow for every test run); retrain it when the hybrid's weights layout changes
+TRAINED = Path(__file__).resolve().parent / "data" / "inference-tiny-model"
+
+
 @pytest.fixture(scope="session")
-def trained_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "inference_trained_model"
-    if not (path / "model.json").is_file():
-        train_tiny(path)
-    return path
+def trained_model() -> Path:
+    """The committed tiny hybrid trained on phantoms (float16 weights, 0.6 MB)."""
+    assert (TRAINED / "model.json").is_file(), f"{TRAINED} missing: retrain it (see TRAINED above)"
+    return TRAINED
 
 
 if __name__ == "__main__":  # how long the training takes and what it reaches
@@ -116,10 +123,20 @@ if __name__ == "__main__":  # how long the training takes and what it reaches
     import warnings
 
     warnings.simplefilter("ignore")
+    save = None
+    if "--save" in sys.argv:
+        i = sys.argv.index("--save")
+        save = Path(sys.argv[i + 1])
+        del sys.argv[i:i + 2]
+    import torch
+
+    torch.set_num_threads(2)
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+    extra = {k: type(v)(sys.argv[i + 2]) for i, (k, v) in enumerate([("depth", 6), ("crop", 64), ("batch", 2),
+                                                                     ("lr", 1e-2)]) if len(sys.argv) > i + 2}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
-        model = train_tiny(Path(tmp) / "m", steps=steps)
+        model = train_tiny(save or Path(tmp) / "m", steps=steps, dtype="float16" if save else "float32", **extra)
         print(f"trained {steps} steps in {time.time() - t:.1f} s")
         from spineseg.inference import InferenceOptions, segment_image
 
