@@ -187,9 +187,11 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     import torch
 
     dev = next(result.network.parameters()).device
-    keep: Dict[str, Any] = {}
-    val_cases = validate(result.network, {c: cases[c] for c in val_ids}, config, classes, dev, keep=keep) \
-        if val_ids else {}
+    keep: Dict[str, Any] = dict(result.overlays)
+    val_cases = result.val_cases  # the validation after the last epoch, when this call ran it
+    if val_ids and set(val_cases) != set(val_ids):
+        keep = {}
+        val_cases = validate(result.network, {c: cases[c] for c in val_ids}, config, classes, dev, keep=keep)
     metrics: Dict[str, Any] = {}
     if val_cases:
         from spineseg.metrics import pool_metrics

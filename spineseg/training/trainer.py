@@ -320,6 +320,8 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
             writer = None
 
     dataset = WindowDataset(train_cases, config, [c.value for c in classes])
+    last_val: Dict[str, Dict[str, Any]] = {}
+    last_overlays: Dict[str, Any] = {}
     use_amp = dev.type == "cuda" and bool(config.amp)
     started = last_report = time.monotonic()
     for epoch in range(start_epoch, int(config.epochs)):
@@ -367,7 +369,9 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
         train_s = time.monotonic() - t0
         val_dsc = None
         if dist_info.main and val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            pooled = _pool(validate(net, val_cases, config, classes, dev), classes)
+            last_overlays = {}
+            last_val = validate(net, val_cases, config, classes, dev, keep=last_overlays)
+            pooled = _pool(last_val, classes)
             val_dsc = float(pooled["mean_dsc"])
             val_dsc = val_dsc if val_dsc == val_dsc else None  # NaN: nothing to score (no structure anywhere)
         total_windows += n_windows
@@ -393,8 +397,10 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
         dist_info.barrier()
     if writer is not None:
         writer.close()
-    return TrainResult(net, history, seconds=elapsed_before + time.monotonic() - started, windows=total_windows,
-                       checkpoint=ckpt_path)
+    finished_here = start_epoch < int(config.epochs)  # validated after the last epoch in this call
+    return TrainResult(net, history, val_cases=last_val if finished_here else {}, seconds=elapsed_before
+                       + time.monotonic() - started, windows=total_windows, checkpoint=ckpt_path,
+                       overlays=last_overlays if finished_here else {})
 
 
 def _pool(cases: Dict[str, Dict[str, Any]], classes: Sequence[ClassInfo]) -> Dict[str, Any]:
