@@ -20,13 +20,21 @@ def write_phantoms(folder: Path, n: int) -> Path:
     return folder
 
 
-@pytest.mark.slow
-def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second spinning OpenMP thread made these tests 10-20x slower on the loaded 2-core machine."""
     import torch
 
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.slow
+def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys, one_thread):
     from spineseg.cli import main
 
-    torch.set_num_threads(2)
     data = write_phantoms(tmp_path / "data", 4)
     out = tmp_path / "cv"
     rc = main(["cv", str(data), "-o", str(out), "--folds", "2", "--models", "no-hanc,resunet", "--hparam", "width=4",
@@ -70,13 +78,10 @@ def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cv_resume_skips_finished_folds(tmp_path, capsys):
+def test_cv_resume_skips_finished_folds(tmp_path, capsys, one_thread):
     """A finished fold (fold.json) is not trained again on --resume; the report is rebuilt from it."""
-    import torch
-
     from spineseg.cli import main
 
-    torch.set_num_threads(2)
     data = write_phantoms(tmp_path / "data", 2)
     args = ["cv", str(data), "-o", str(tmp_path / "cv"), "--folds", "2", "--models", "resunet", "--hparam",
             "width=4", "--epochs", "1", "--window", "4", "32", "32", "--windows-per-case", "2", "--batch", "2",

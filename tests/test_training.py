@@ -17,6 +17,17 @@ from test_training_data import write_toy_cases
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second spinning OpenMP thread made these tests 10-20x slower on the loaded 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_paper_preset_values_and_schedule():
     from spineseg.training.presets import lr_factor, preset_config
 
@@ -140,10 +151,9 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_trained_model_loads_and_segments(tmp_path):
+def test_trained_model_loads_and_segments(tmp_path, one_thread):
     """A short hybrid run writes a model that the inference engine runs on a new image."""
     import SimpleITK as sitk
-    import torch
 
     from spineseg.labels import SPINE_CLASSES
     from spineseg.modelfile import load_model, read_header
@@ -152,7 +162,6 @@ def test_trained_model_loads_and_segments(tmp_path):
     from spineseg.training.runner import prepare_data, run_training
     from test_training_data import toy_case
 
-    torch.set_num_threads(2)
     data = write_toy_cases(tmp_path / "data", 3)
     cfg = preset_config("default", model="hybrid", hparams={"width": 4}, epochs=2, window=[4, 32, 32],
                         windows_per_case=2, batch=2, workers=0, preprocessing=PreprocessingConfig(n4=False).to_dict())
