@@ -47,7 +47,7 @@ def slice_axis(image: sitk.Image, *, warn: bool = True) -> int:
     axis = max(candidates, key=lambda i: (round(abs(d[0, i]), 6), i))
     if warn:
         others = sorted(spacing[i] for i in range(3) if i != axis)
-        if spacing[axis] < ANISOTROPY_WARNING_RATIO * others[-1]:
+        if spacing[axis] < ANISOTROPY_WARNING_RATIO * others[-1] * (1 - 1e-6):  # 0.9 vs 0.6 mm is not 'near'
             warnings.warn(
                 f"volume is near-isotropic (spacing {tuple(round(float(s), 3) for s in spacing)} mm); "
                 f"assuming slices along image axis {'xyz'[axis]}. SpineSeg is built for thick-slice scans.",

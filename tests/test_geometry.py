@@ -123,3 +123,12 @@ def test_wrong_shape_is_refused():
     frame = CanonicalFrame.of(_reference((3, 6, 5)))
     with pytest.raises(ValueError, match="expected"):
         frame.from_canonical(np.zeros((3, 5, 6)))
+
+
+def test_one_and_a_half_times_thicker_slices_do_not_warn():
+    """SPIDER's 0.6 x 0.6 x 0.9 mm: the slice axis is clear (float rounding must not make it 'near-isotropic')."""
+    img = sitk.Image(8, 8, 8, sitk.sitkUInt8)
+    img.SetSpacing((0.6, 0.6, 0.9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert slice_axis(img) == 2
