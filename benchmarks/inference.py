@@ -269,7 +269,8 @@ def add_cli(add, image_path: Path, model_dir: Path, tmp: Path, dev: str, backend
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
-        add(f"end-to-end CLI ({backend})", dev, label, None, f"failed: {proc.stderr.strip().splitlines()[-1:]}")
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        add(f"end-to-end CLI ({backend})", dev, label, None, f"failed (exit {proc.returncode}): {tail[0][:120]}")
     else:
         add(f"end-to-end CLI ({backend}: start, read, preprocess, infer, write)", dev, label, (seconds, seconds))
 
