@@ -2,7 +2,7 @@
 
 Rows: the original predict loop re-implemented on the same weights (9x9 windows of
 128x128 over the first and last 12 slices, fp32, uniform averaging, threshold 0.6);
-MONAI's Gaussian sliding window (the torch backend) at overlap 0.5 and 0.25; our
+the torch backend's Gaussian sliding window at overlap 0.5 and 0.25; MONAI vs our
 NumPy stitcher with the torch network (to justify MONAI on the torch path);
 ``--tile`` (whole in-plane slab); the ONNX Runtime backend; end-to-end CLI runs
 (read, N4 or not, inference, write). GPU rows run when CUDA is available, else
@@ -168,11 +168,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     n_crop = len(sliding.window_grid(crop.shape[1:], window, overlap))
                     best, med = timed(lambda: backend.predict_volume(crop, window=window, overlap=overlap, batch=4,
                                                                      amp=amp), 1, sync, warm)
-                    add("torch backend: MONAI Gaussian sliding window", dev,
+                    add("torch backend: Gaussian sliding window (NumPy stitcher on CPU, MONAI on GPU)", dev,
                         settings + f"; extrapolated: {n_crop} of {n_full} windows timed",
                         (best * n_full / n_crop, med * n_full / n_crop))
                     continue
-                add("torch backend: MONAI Gaussian sliding window", dev, settings,
+                add("torch backend: Gaussian sliding window (NumPy stitcher on CPU, MONAI on GPU)", dev, settings,
                     timed(lambda: backend.predict_volume(volume, window=window, overlap=overlap, batch=4, amp=amp),
                           repeat, sync, warm))
             if k:

@@ -208,6 +208,23 @@ def test_tile_mode_gives_same_labels():
     assert np.array_equal(sitk.GetArrayFromImage(a.label), sitk.GetArrayFromImage(b.label))
 
 
+def test_monai_and_numpy_stitchers_agree_in_the_torch_backend():
+    """The GPU path (MONAI) and the CPU path (NumPy) of the torch backend blend identically."""
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(1, 7, 40, 52)).astype(np.float32)
+    out = {}
+    for stitcher in ("monai", "numpy"):
+        backend = _backend()
+        backend.stitcher = stitcher
+        seen = []
+        idx, probs = backend.predict_volume(volume, window=(4, 16, 16), overlap=0.5, batch=3,
+                                            want_probabilities=True, progress=lambda f, m: seen.append(f))
+        assert seen == sorted(seen) and seen[-1] == 1.0
+        out[stitcher] = (idx, probs)
+    np.testing.assert_allclose(out["monai"][1], out["numpy"][1], atol=1e-5)
+    assert np.array_equal(out["monai"][0], out["numpy"][0])
+
+
 def test_non_mr_intensities_warn():
     image = _oblique((24, 20, 6), (0.4, 0.4, 4.0), (0, 1, 2))
     ct = sitk.Cast(image * 500.0 - 1000.0, sitk.sitkFloat32)
