@@ -61,7 +61,7 @@ def original_predict_loop(network, volume, device, limit: Optional[int] = None) 
     positions = [(d0, h0, w0) for d0 in (0, max(d - depth, 0)) for h0 in hs for w0 in ws][:limit]
     with torch.inference_mode():
         for d0, h0, w0 in positions:
-            x = volume[:, :, d0:d0 + depth, h0:h0 + win, w0:w0 + win]
+            x = volume[:, :, d0:d0 + depth, h0:h0 + win, w0:w0 + win].contiguous()
             logits = network(x).float()
             fg = 1.0 - torch.softmax(logits, dim=1)[0, 0] if logits.shape[1] > 1 else torch.sigmoid(logits)[0, 0]
             out[d0:d0 + depth, h0:h0 + win, w0:w0 + win] += fg
