@@ -314,7 +314,7 @@ class PreprocessingConfig:
             array = sitk.GetArrayViewFromImage(image).astype(np.float32)
         if self.normalization == "zscore-foreground":
             if mask is None:
-                mask = sitk.GetArrayViewFromImage(foreground_mask(image)).astype(bool)
+                mask = sitk.GetArrayFromImage(foreground_mask(image)).astype(bool)  # a view of a temporary would dangle
             array = normalize_intensity(array, mask, lower=self.clip_lower, upper=self.clip_upper)
         elif self.normalization == "zscore":
             array = normalize_intensity(array, None, lower=self.clip_lower, upper=self.clip_upper)
