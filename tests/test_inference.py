@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
+from spineseg.geometry import CanonicalFrame
 import torch
 
 from spineseg.errors import Cancelled
@@ -130,10 +132,10 @@ class _SignNet(torch.nn.Module):
         return torch.cat([torch.zeros_like(x), x * 10.0], dim=1)
 
 
-def _backend(task="multiclass", classes=(SPINE_CLASSES[0],), net=None):
+def _backend(task="multiclass", classes=(SPINE_CLASSES[0],), net=None, spacing=(4.4, 0.345, 0.345)):
     info = backends.ModelInfo(
         path=Path("."), name="sign", task=task, classes=tuple(classes), in_channels=1,
-        out_channels=2 if task == "multiclass" else 1, window=(4, 16, 16), spacing=(4.4, 0.345, 0.345),
+        out_channels=2 if task == "multiclass" else 1, window=(4, 16, 16), spacing=tuple(spacing),
         preprocessing={"n4": False, "normalization": "none"}, onnx_file=None, onnx_sha256=None)
 
     class Loaded:
@@ -164,7 +166,9 @@ def test_geometry_round_trip_exact(size, spacing, perm):
     image = _oblique(size, spacing, perm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = segment_image(image, _backend(), options=InferenceOptions(device="cpu", batch=2))
+        # a model of the image's own spacing: no resampling, so the voxel-wise sign must come back exactly
+        spacing = CanonicalFrame.of(image).canonical_spacing
+        result = segment_image(image, _backend(spacing=spacing), options=InferenceOptions(device="cpu", batch=2))
     lab = result.label
     assert lab.GetSize() == image.GetSize()
     assert lab.GetSpacing() == image.GetSpacing() and lab.GetOrigin() == image.GetOrigin()

@@ -93,13 +93,46 @@ def check_intensities(image: sitk.Image) -> Optional[str]:
     return None
 
 
+#: in-plane spacing within this fraction of the model's is used as it is (no resampling)
+RESAMPLE_TOLERANCE = 0.1
+
+
 def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, float]) -> Optional[str]:
-    ours = frame.canonical_spacing
-    worst = max(max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, model_spacing))
-    if worst > 2.0:
-        return (f"voxel spacing {tuple(round(s, 3) for s in ours)} mm (slice, in-plane) is far from the model's "
-                f"{tuple(round(s, 3) for s in model_spacing)} mm; results may be poor")
+    """Warn when the slice thickness is far from the model's (in-plane spacing is resampled, slices are not)."""
+    ours, theirs = frame.canonical_spacing[0], model_spacing[0]
+    if max(ours, theirs) / max(min(ours, theirs), 1e-9) > 2.0:
+        return (f"slice spacing {ours:.3g} mm is far from the model's {theirs:.3g} mm; results may be poor")
     return None
+
+
+def inplane_target_shape(shape: Tuple[int, int, int], spacing: Tuple[float, float, float],
+                         model_spacing: Tuple[float, float, float]) -> Optional[Tuple[int, int, int]]:
+    """The (D, H, W) shape at the model's in-plane spacing, or None when the input is close enough.
+
+    Like nnU-Net, the network sees voxels of the size it was trained on; the slice axis is
+    left alone (thick slices are what the model is for; resampling them would invent data).
+    """
+    ratios = [spacing[i] / model_spacing[i] for i in (1, 2)]
+    if all(abs(r - 1.0) <= RESAMPLE_TOLERANCE for r in ratios):
+        return None
+    return (shape[0],) + tuple(max(1, int(round(shape[i] * ratios[i - 1]))) for i in (1, 2))  # type: ignore[return-value]
+
+
+def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int]) -> np.ndarray:
+    """Linearly resample a (D, H, W) or (K, D, H, W) array in-plane to ``shape`` (D unchanged).
+
+    Voxel centres are placed so both grids cover the same extent (as SimpleITK's
+    physical-space resampling with matching field of view does).
+    """
+    if array.ndim == 4:
+        return np.stack([resample_inplane(channel, shape) for channel in array])
+    d, h, w = array.shape
+    src = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    out_spacing = (w / shape[2], h / shape[1], 1.0)
+    origin = (0.5 * (out_spacing[0] - 1.0), 0.5 * (out_spacing[1] - 1.0), 0.0)
+    out = sitk.Resample(src, (shape[2], shape[1], d), sitk.Transform(), sitk.sitkLinear, origin, out_spacing,
+                        src.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
 
 
 def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOptions] = None,
@@ -146,18 +179,27 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
     if cancel is not None and cancel():
         raise Cancelled("inference cancelled")
 
+    resampled = inplane_target_shape(frame.shape, frame.canonical_spacing, tuple(info.spacing))
+    if resampled is not None:
+        array = resample_inplane(array, resampled)
     window = tuple(int(v) for v in (options.window or info.window))
     train_window = window
     if options.tile:
         # whole in-plane slabs: the networks' norms do not depend on the window size
-        window = (window[0], frame.shape[1], frame.shape[2])
+        window = (window[0], array.shape[1], array.shape[2])
     t1 = time.perf_counter()
     amp = options.amp if options.amp is not None else True
     indices, probs = backend.predict_volume(
         array[None], window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
-        want_probabilities=options.probabilities,
+        want_probabilities=options.probabilities or resampled is not None,
         progress=lambda f, m="": report(prep_share + infer_share * float(f), m or "inference"),
         cancel=cancel, fallback_window=train_window)
+    if resampled is not None:
+        # back to the input grid as probabilities, then decide (nnU-Net does the same)
+        probs = resample_inplane(probs, frame.shape)
+        indices = postprocess.decide(probs, info.task)
+        if not options.probabilities:
+            probs = None
     timings["inference_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
