@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from spineseg.geometry import CanonicalFrame
 import torch
 
 from spineseg.errors import Cancelled
+from spineseg.geometry import CanonicalFrame
 from spineseg.inference import InferenceOptions, segment_image
 from spineseg.inference import backends, postprocess, sliding
 from spineseg.labels import SPINE_CLASSES, ClassInfo
