@@ -20,19 +20,8 @@ def write_phantoms(folder: Path, n: int) -> Path:
     return folder
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second spinning OpenMP thread made these tests 10-20x slower on the loaded 2-core machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.slow
-def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys, one_thread):
+def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys):
     from spineseg.cli import main
 
     data = write_phantoms(tmp_path / "data", 4)
@@ -78,7 +67,7 @@ def test_tiny_cv_writes_reports_and_ablation_and_beats_chance(tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_cv_resume_skips_finished_folds(tmp_path, capsys, one_thread):
+def test_cv_resume_skips_finished_folds(tmp_path, capsys):
     """A finished fold (fold.json) is not trained again on --resume; the report is rebuilt from it."""
     from spineseg.cli import main
 

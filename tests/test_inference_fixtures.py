@@ -126,14 +126,7 @@ def trained_model(tmp_path_factory) -> Path:
     except InputError:
         path = tmp_path_factory.getbasetemp() / "inference_trained_model"
         if not (path / "model.json").is_file():
-            import torch
-
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                train_tiny(path, steps=100, depth=12, crop=64, batch=2, lr=1e-2)
-            finally:
-                torch.set_num_threads(threads)
+            train_tiny(path, steps=100, depth=12, crop=64, batch=2, lr=1e-2)  # one thread: tests/conftest.py
         return path
 
 

@@ -46,6 +46,17 @@ def test_reads_mhd(tmp_path: Path) -> None:
 
 
 def _write_dicom_series(folder: Path, img: sitk.Image, series_uid: str) -> None:
+    """GDCM's writer switches the process to the C locale (later text I/O would be ASCII-only): put it back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(folder, img, series_uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_slices(folder: Path, img: sitk.Image, series_uid: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     img = sitk.Cast(img, sitk.sitkInt16)
     writer = sitk.ImageFileWriter()

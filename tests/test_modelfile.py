@@ -26,16 +26,6 @@ from spineseg.modelfile import (  # noqa: E402
 from spineseg.networks import build_network  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and on a loaded machine two OpenMP threads
-    spinning at barriers made a training step 100x slower (12 s instead of 0.08 s) here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _net(out_channels: int = 4, seed: int = 0, name: str = "hybrid"):
     torch.manual_seed(seed)
     net = build_network(name, out_channels=out_channels, width=2)

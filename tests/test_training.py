@@ -17,17 +17,6 @@ from test_training_data import write_toy_cases
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second spinning OpenMP thread made these tests 10-20x slower on the loaded 2-core machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_paper_preset_values_and_schedule():
     from spineseg.training.presets import lr_factor, preset_config
 
@@ -151,7 +140,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_trained_model_loads_and_segments(tmp_path, one_thread):
+def test_trained_model_loads_and_segments(tmp_path):
     """A short hybrid run writes a model that the inference engine runs on a new image."""
     import SimpleITK as sitk
 
