@@ -105,18 +105,18 @@ def settings(extra: bool) -> List[Setting]:
     rows: List[Setting] = [
         ("old default: shrink 4 along every axis, 4x50, B-spline field",
          dict(shrink=4, iterations=[50] * 4, convergence=0.001, isotropic=True, upsampling="bspline")),
-        ("shrink 4 in-plane only, 4x50", dict(shrink=4, iterations=[50] * 4, convergence=0.001)),
-        (f"**fast default**: shrink {fast['shrink']} in-plane, {its_label(fast['iterations'])}, "
+        
+        (f"**fast default**: shrink {fast['shrink']} (all axes, Otsu mask, linear field), {its_label(fast['iterations'])}, "
          f"conv {fast['convergence']:g}", fast),
     ]
     if extra:
         for shrink, its, conv in [(8, [50] * 4, 0.001), (8, [50] * 3, 0.001),
                                   (8, [25] * 4, 0.001), (8, [50] * 4, 0.01), (12, [50] * 4, 0.001),
                                   (16, [50] * 4, 0.001), (16, [25] * 4, 0.001)]:
-            label = f"shrink {shrink} in-plane, {its_label(its)}, conv {conv:g}"
+            label = f"shrink {shrink}, {its_label(its)}, conv {conv:g}"
             if all(label != r[0] for r in rows):
                 rows.append((label, dict(shrink=shrink, iterations=its, convergence=conv)))
-        rows.append(("shrink 8 in-plane, 4x50, B-spline field",
+        rows.append(("shrink 8, 4x50, B-spline field",
                      dict(shrink=8, iterations=[50] * 4, convergence=0.001, upsampling="bspline")))
     return rows
 
