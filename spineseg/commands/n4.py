@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="corrected image (.nii.gz, .nii, .nrrd or .mha), float32")
     parser.add_argument("--shrink", type=_positive_int, default=DEFAULT_SHRINK,
-                        help=f"fit on a copy shrunk by this factor in-plane (thick slices are not shrunk; "
-                             f"1: full resolution, slow; default {DEFAULT_SHRINK})")
+                        help=f"fit on a copy shrunk by this factor along every axis "
+                             f"(1: full resolution, very slow; default {DEFAULT_SHRINK})")
     parser.add_argument("--iterations", type=_iterations, default=list(DEFAULT_ITERATIONS),
                         help="iterations per fitting level, comma-separated "
                              f"(default {','.join(map(str, DEFAULT_ITERATIONS))})")
