@@ -105,7 +105,7 @@ def random_model(tmp_path_factory) -> Path:
     return path
 
 
-#: trained here by ``python tests/test_inference_fixtures.py 100 12 64 2 0.01 --save tests/data/inference-tiny-model``
+#: trained here by ``python tests/test_inference_fixtures.py 200 12 64 2 0.01 --save tests/data/inference-tiny-model``
 #: (a few minutes on 2 busy cores, too slow for every test run); retrain it when the hybrid's weights layout changes
 TRAINED = Path(__file__).resolve().parent / "data" / "inference-tiny-model"
 
@@ -126,7 +126,7 @@ def trained_model(tmp_path_factory) -> Path:
     except InputError:
         path = tmp_path_factory.getbasetemp() / "inference_trained_model"
         if not (path / "model.json").is_file():
-            train_tiny(path, steps=100, depth=12, crop=64, batch=2, lr=1e-2)  # one thread: tests/conftest.py
+            train_tiny(path, steps=200, depth=12, crop=64, batch=2, lr=1e-2)  # one thread: tests/conftest.py
         return path
 
 
