@@ -23,6 +23,8 @@ DEFAULT_SHRINK = 4
 DEFAULT_ITERATIONS: Tuple[int, ...] = (50, 50, 50, 50)
 DEFAULT_CONVERGENCE = 0.001
 NORMALIZATIONS = ("zscore-foreground", "zscore", "none")
+#: foreground mask algorithms (see :func:`foreground_mask`), by the name model headers record
+FOREGROUND_MASKS = ("otsu",)
 
 
 def shrink_factors(spacing: Sequence[float], shrink: int) -> Tuple[int, int, int]:
@@ -259,10 +261,17 @@ class PreprocessingConfig:
     normalization: str = "zscore-foreground"
     clip_lower: float = 0.5
     clip_upper: float = 99.5
+    #: how the foreground of "zscore-foreground" is found. Named in the model header because a
+    #: model only works on input normalised as in training: a changed mask algorithm must get a
+    #: new name, so models trained with the old one are refused instead of silently degraded.
+    foreground_mask: str = "otsu"
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise InputError(f"unknown normalisation {self.normalization!r}; use one of {', '.join(NORMALIZATIONS)}")
+        if self.foreground_mask not in FOREGROUND_MASKS:
+            raise InputError(f"foreground mask {self.foreground_mask!r} is not implemented by this SpineSeg "
+                             f"(it has {', '.join(FOREGROUND_MASKS)}); update SpineSeg or retrain the model")
         self.n4_iterations = [int(i) for i in self.n4_iterations]
         if int(self.n4_shrink) < 1 or not self.n4_iterations or min(self.n4_iterations) < 1:
             raise InputError(f"bad N4 settings: shrink {self.n4_shrink}, iterations {self.n4_iterations}")

@@ -233,3 +233,16 @@ def test_config_apply_canonical_and_normalised(volume):
     assert abs(plain[fg].mean()) < 1e-3 and abs(plain[fg].std() - 1.0) < 0.05
     raw = PreprocessingConfig(n4=False, normalization="none").apply(img)
     np.testing.assert_array_equal(raw, frame.to_canonical(sitk.GetArrayFromImage(img)))
+
+
+def test_model_header_names_the_foreground_mask_and_unknown_ones_are_refused():
+    """A model trained with another mask algorithm would see differently normalised input: refuse it."""
+    from spineseg.errors import InputError
+    from spineseg.preprocessing import PreprocessingConfig
+
+    d = PreprocessingConfig().to_dict()
+    assert d["foreground_mask"] == "otsu"
+    legacy = {k: v for k, v in d.items() if k != "foreground_mask"}  # headers written before the field
+    assert PreprocessingConfig.from_dict(legacy).foreground_mask == "otsu"
+    with pytest.raises(InputError, match="foreground mask 'body' is not implemented"):
+        PreprocessingConfig.from_dict({**d, "foreground_mask": "body"})
