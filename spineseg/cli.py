@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
@@ -16,6 +17,7 @@ from typing import List, Optional
 from spineseg import __version__
 from spineseg import commands as _commands
 from spineseg.errors import Cancelled, InputError
+from spineseg.progress import json_line
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -45,6 +47,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"spineseg: warning: {message}", file=sys.stderr)
 
 
+def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
+    """With ``--json``, every failure also ends the JSON stream with one error event (programs read
+    stdout only). Under torchrun only rank 0 speaks, as for the other events."""
+    if getattr(args, "json", False) and os.environ.get("RANK", "0") == "0":
+        print(json_line("error", message=message, exit_code=code), flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with argparse's message on bad usage
@@ -52,15 +61,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args._run(args) or 0)
     except InputError as exc:
+        _json_error(args, str(exc), EXIT_INPUT)
         print(f"spineseg: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    except Cancelled as exc:
-        print(f"spineseg: cancelled: {exc}", file=sys.stderr)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        _json_error(args, str(exc) or "cancelled", EXIT_CANCELLED)
+        print(f"spineseg: cancelled{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return EXIT_CANCELLED
-    except KeyboardInterrupt:
-        print("spineseg: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except Exception:  # a bug: show everything
+    except Exception as exc:  # a bug: show everything
+        _json_error(args, f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_INTERNAL)
         traceback.print_exc()
         print("spineseg: internal error (a bug; please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL

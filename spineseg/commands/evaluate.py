@@ -286,15 +286,11 @@ def _umask() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spineseg.errors import InputError
     from spineseg.progress import Reporter
 
     reporter = Reporter(json_mode=args.json, label="evaluate")
     try:
         return _run(args, reporter)
-    except InputError as exc:
-        reporter.event("error", message=str(exc), exit_code=2)
-        raise
     finally:
         reporter.close()
 

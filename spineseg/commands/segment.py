@@ -129,7 +129,6 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spineseg.errors import Cancelled, InputError
     from spineseg.progress import Reporter
 
     reporter = Reporter(json_mode=args.json, label="segment")
@@ -138,16 +137,12 @@ def run(args: argparse.Namespace) -> int:
     created_dirs: List[Path] = []
     try:
         results = _segment_all(args, reporter, cancel, written, created_dirs)
-    except BaseException as exc:
-        _rollback(written, created_dirs)
-        code = 2 if isinstance(exc, InputError) else 130 if isinstance(exc, (Cancelled, KeyboardInterrupt)) else 1
-        message = str(exc) or ("cancelled" if code == 130 else type(exc).__name__)
-        reporter.close()
-        reporter.event("error", message=message, exit_code=code)
+    except BaseException:
+        _rollback(written, created_dirs)  # the CLI reports the error (and its JSON event)
         raise
     finally:
         cancel.restore()
-    reporter.close()
+        reporter.close()
     if args.json:
         reporter.event("done", outputs=results)
     else:

@@ -47,12 +47,8 @@ def run(args: argparse.Namespace) -> int:
                               event=reporter.event,
                               progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                               command=[sys.argv[0]] + sys.argv[1:])
-    except InputError as exc:
-        if main:
-            reporter.event("error", message=str(exc), exit_code=2)
-        reporter.close()
-        raise
-    reporter.close()
+    finally:
+        reporter.close()  # errors and their JSON event: spineseg.cli
     if main:
         hist = result["history"]
         last = hist[-1] if hist else {}
