@@ -181,10 +181,15 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False, c
     return p
 
 
-def _default_file_mode() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode() -> int:
+    return 0o666 & ~current_umask()
 
 
 def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) -> Path:

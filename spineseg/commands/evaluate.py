@@ -260,6 +260,7 @@ def _check_report_dir(out: Path, overwrite: bool) -> None:
 
 
 def _write(out: Path, cases, classes, overlays, title: str, notes: List[str], overwrite: bool, extra) -> Path:
+    from spineseg.io import current_umask
     from spineseg.report import write_evaluation_report
 
     if out.is_dir() and any(out.iterdir()):  # --overwrite onto an earlier report: replace file by file
@@ -269,7 +270,7 @@ def _write(out: Path, cases, classes, overlays, title: str, notes: List[str], ov
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent)))
     try:
         write_evaluation_report(tmp, cases, classes, overlays=overlays, title=title, notes=notes, extra=extra)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         if out.is_dir():
             out.rmdir()  # empty: checked above
         os.replace(tmp, out)
@@ -277,12 +278,6 @@ def _write(out: Path, cases, classes, overlays, title: str, notes: List[str], ov
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / "report.md"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def run(args: argparse.Namespace) -> int:
