@@ -16,10 +16,8 @@ from typing import List, Optional
 
 from spineseg import __version__
 from spineseg import commands as _commands
-from spineseg.errors import Cancelled, InputError
+from spineseg.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, Cancelled, InputError
 from spineseg.progress import json_line
-
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def _command_modules():

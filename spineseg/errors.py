@@ -5,6 +5,9 @@ the CLI prints its message and exits 2. Anything else is a bug: exit 1.
 """
 from __future__ import annotations
 
+#: exit codes of the ``spineseg`` command line (the Slicer modules read them too)
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
 
 class SpineSegError(Exception):
     """Base class for errors SpineSeg reports to the user in one sentence."""

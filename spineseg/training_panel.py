@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, Union
 
-from spineseg.jobs import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, format_eta
+from spineseg.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
+from spineseg.jobs import format_eta
 
 PathLike = Union[str, Path]
 

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from spineseg import training_panel as tp
-from spineseg.jobs import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
+from spineseg.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
 from spineseg.labels import SPINE_CLASSES
 from spineseg.metrics import case_metrics, pool_metrics
 from spineseg.report import write_ablation_report
