@@ -9,56 +9,26 @@ tested by the module's own SpineSegUNetTest inside Slicer.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
-import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from slicer_stand_in import load_with_stand_in_slicer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SpineSegUNet" / "SpineSegUNet.py"
 UI_FILE = ROOT / "SpineSegUNet" / "Resources" / "UI" / "SpineSegUNet.ui"
 
 
-class _Base:
-    def __init__(self, *args, **kwargs):
-        pass
-
-
 @pytest.fixture
 def module(monkeypatch):
-    slicer = types.ModuleType("slicer")
-    slicer.__path__ = []  # a package, so "from slicer.util import ..." works
-    slicer.vtkMRMLScalarVolumeNode = type("vtkMRMLScalarVolumeNode", (), {})
-    slicer.vtkMRMLSegmentationNode = type("vtkMRMLSegmentationNode", (), {})
-    slicer.vtkSegment = SimpleNamespace(GetTerminologyEntryTagName=lambda: "TerminologyEntry")
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    for cls in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
-        setattr(slm, cls, type(cls, (_Base,), {}))
-    slm.ScriptedLoadableModuleTest = unittest.TestCase
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (_Base,), {})
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.WithinRange = lambda low, high: ("WithinRange", low, high)
-    slicer.i18n, slicer.ScriptedLoadableModule, slicer.util, slicer.parameterNodeWrapper = i18n, slm, util, pnw
-    vtk = types.ModuleType("vtk")
-    vtk.vtkCommand = SimpleNamespace(ModifiedEvent=33)
-    for name, mod in {"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm,
-                      "slicer.util": util, "slicer.parameterNodeWrapper": pnw, "vtk": vtk,
-                      "qt": types.ModuleType("qt")}.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    spec = importlib.util.spec_from_file_location("SpineSegUNet_under_test", MODULE_PY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_with_stand_in_slicer(
+        monkeypatch, MODULE_PY, "SpineSegUNet_under_test",
+        vtkMRMLScalarVolumeNode=type("vtkMRMLScalarVolumeNode", (), {}),
+        vtkMRMLSegmentationNode=type("vtkMRMLSegmentationNode", (), {}),
+        vtkSegment=SimpleNamespace(GetTerminologyEntryTagName=lambda: "TerminologyEntry"))
 
 
 def _ui_items(name):

@@ -8,26 +8,19 @@ the settings list. MRML behaviour is tested by SpineSegTrainingTest inside Slice
 """
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 import time
-import types
-import unittest
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from slicer_stand_in import load_with_stand_in_slicer
 
 from spineseg import training_panel as tp
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SpineSegTraining" / "SpineSegTraining.py"
-
-
-class _Base:
-    def __init__(self, *args, **kwargs):
-        pass
 
 
 class FakeSettings:
@@ -47,33 +40,9 @@ class FakeSettings:
 
 @pytest.fixture
 def module(monkeypatch):
-    slicer = types.ModuleType("slicer")
-    slicer.__path__ = []
     settings = FakeSettings()
-    slicer.app = SimpleNamespace(userSettings=lambda: settings, processEvents=lambda: None)
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    for cls in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
-        setattr(slm, cls, type(cls, (_Base,), {}))
-    slm.ScriptedLoadableModuleTest = unittest.TestCase
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (_Base,), {})
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.WithinRange = lambda low, high: ("WithinRange", low, high)
-    pnw.Choice = lambda choices: ("Choice", tuple(choices))
-    slicer.i18n, slicer.ScriptedLoadableModule, slicer.util, slicer.parameterNodeWrapper = i18n, slm, util, pnw
-    vtk = types.ModuleType("vtk")
-    vtk.vtkCommand = SimpleNamespace(ModifiedEvent=33)
-    for name, mod in {"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": slm,
-                      "slicer.util": util, "slicer.parameterNodeWrapper": pnw, "vtk": vtk,
-                      "qt": types.ModuleType("qt")}.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    spec = importlib.util.spec_from_file_location("SpineSegTraining_under_test", MODULE_PY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    app = SimpleNamespace(userSettings=lambda: settings, processEvents=lambda: None)
+    mod = load_with_stand_in_slicer(monkeypatch, MODULE_PY, "SpineSegTraining_under_test", app=app)
     mod._settings = settings
     return mod
 
