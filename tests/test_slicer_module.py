@@ -106,27 +106,29 @@ def test_custom_widgets_declared_and_connections_valid():
     assert mrml <= receivers, "every node combo box must get the scene"
 
 
-def _cmake_list(text: str, var: str):
+def _cmake_list(text: str, var: str, module: str):
     m = re.search(r"set\(" + var + r"\s+(.*?)\)", text, re.S)
     assert m, var
-    return [t.replace("${MODULE_NAME}", "SpineSegUNet") for t in m.group(1).split()]
+    return [t.replace("${MODULE_NAME}", module) for t in m.group(1).split()]
 
 
-def test_module_cmake_lists_every_file_and_only_existing_files():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
-    scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
-    resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
+@pytest.mark.parametrize("module", ["SpineSegUNet", "SpineSegTraining"])
+def test_module_cmake_lists_every_file_and_only_existing_files(module):
+    folder = ROOT / module
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
+    scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS", module)
+    resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES", module)
     for rel in scripts + resources:
-        assert (MODULE_DIR / rel).is_file(), f"CMake names a missing file: {rel}"
-    on_disk_py = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py")}
+        assert (folder / rel).is_file(), f"CMake names a missing file: {rel}"
+    on_disk_py = {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
     assert on_disk_py == set(scripts), "every script in the module folder must be listed"
-    on_disk_res = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
+    on_disk_res = {p.relative_to(folder).as_posix() for p in (folder / "Resources").rglob("*") if p.is_file()}
     assert on_disk_res == set(resources), "every resource in the module folder must be listed"
-    assert "slicerMacroBuildScriptedModule(" in text
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
     assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
     assert "add_subdirectory(Testing)" in text
-    assert (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"
-    assert (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").is_file()
+    assert (folder / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8").strip() == "add_subdirectory(Python)"
+    assert (folder / "Testing" / "Python" / "CMakeLists.txt").is_file()
 
 
 def test_top_level_cmake_is_an_extension():

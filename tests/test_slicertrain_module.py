@@ -110,28 +110,6 @@ def test_custom_widgets_declared():
     assert {c for c in used if c.startswith(("qMRML", "ctk"))} <= declared
 
 
-def _cmake_list(text: str, var: str):
-    m = re.search(r"set\(" + var + r"\s+(.*?)\)", text, re.S)
-    assert m, var
-    return [t.replace("${MODULE_NAME}", "SpineSegTraining") for t in m.group(1).split()]
-
-
-def test_module_cmake_lists_exactly_the_files_that_exist():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
-    scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
-    resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
-    for rel in scripts + resources:
-        assert (MODULE_DIR / rel).is_file(), f"CMake names a missing file: {rel}"
-    on_disk_py = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py")}
-    assert on_disk_py == set(scripts)
-    on_disk_res = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
-    assert on_disk_res == set(resources)
-    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
-    assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
-    assert (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"
-    assert (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").is_file()
-
-
 def test_icon_is_a_128_png():
     data = (MODULE_DIR / "Resources" / "Icons" / "SpineSegTraining.png").read_bytes()[:24]
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (128, 128)
