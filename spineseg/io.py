@@ -129,8 +129,8 @@ def check_image(image: sitk.Image, name: PathLike = "image", *, kind: str = "ima
         raise ValueError(f"unknown kind {kind!r}")
 
 
-def _check_output_path(path: Path, overwrite: bool) -> None:
-    if image_extension(path) not in WRITE_EXTENSIONS:
+def _check_output_path(path: Path, overwrite: bool, image: bool = True) -> None:
+    if image and image_extension(path) not in WRITE_EXTENSIONS:
         raise InputError(f"{path}: cannot write this file type; use .nii.gz, .nii, .nrrd or .mha")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name such as {path / 'label.nii.gz'}")
@@ -146,10 +146,13 @@ def _check_output_path(path: Path, overwrite: bool) -> None:
         raise InputError(f"{folder}: output folder is not writable; choose another output location")
 
 
-def check_writable(path: PathLike, *, overwrite: bool = False) -> Path:
-    """Check, before any work is done, that ``path`` can be written; returns it as a Path."""
+def check_writable(path: PathLike, *, overwrite: bool = False, image: bool = True) -> Path:
+    """Check, before any work is done, that ``path`` can be written; returns it as a Path.
+
+    ``image=False``: any file type (a PNG, a report), not only the image formats SpineSeg writes.
+    """
     p = Path(path)
-    _check_output_path(p, overwrite)
+    _check_output_path(p, overwrite, image)
     return p
 
 

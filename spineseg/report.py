@@ -105,7 +105,7 @@ def _rgb(color: Sequence[int]) -> Tuple[float, float, float]:
     return tuple(float(c) / 255.0 for c in color[:3])  # type: ignore[return-value]
 
 
-def _matplotlib_available() -> bool:
+def matplotlib_available() -> bool:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -301,6 +301,44 @@ def plot_overlay(image: Optional[np.ndarray], gt: np.ndarray, pred: np.ndarray, 
     return _save_png(fig, Path(path), overwrite)
 
 
+def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[ClassInfo], path: PathLike, *,
+                      title: str = "", spacing: Optional[Sequence[float]] = None, overwrite: bool = False) -> Path:
+    """One slice of a segmented volume (no ground truth): the image, and the labels over it.
+
+    Arrays are canonical (D, H, W). The slice is the middle one, or the one with most
+    labelled voxels when the middle one has none; ``spacing`` sets the pixel aspect.
+    """
+    label = np.asarray(label)
+    z = pick_slice(label)
+    im = np.asarray(image, dtype=np.float32)[z]
+    lo, hi = np.percentile(im, [1, 99.5])
+    base = np.clip((im - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    lab = label[z]
+    aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
+    h, w = lab.shape
+    panel_w = 4.2
+    panel_h = min(6.0, max(2.5, panel_w * h * aspect / max(w, 1)))
+    fig = _figure(2 * panel_w, panel_h + 0.9)
+    axes = fig.subplots(1, 2)
+    for ax, name, show in ((axes[0], "image", False), (axes[1], "segmentation", True)):
+        ax.imshow(base, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+        if show:
+            ax.imshow(_label_rgba(lab, classes, 0.4), aspect=aspect, interpolation="nearest")
+            for c in classes:
+                m = (lab == c.value).astype(np.float32)
+                if 0 < m.sum() < m.size:
+                    ax.contour(m, levels=[0.5], colors=[_rgb(c.color)], linewidths=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.set_axis_off()
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in classes], loc="outside lower center",
+               ncol=len(classes), fontsize=8, frameon=False)
+    where = f"slice {z + 1} of {label.shape[0]}"
+    fig.suptitle(f"{title}  ({where})" if title else where, fontsize=10)
+    return _save_png(fig, Path(path), overwrite)
+
+
 # ----------------------------------------------------------------------------- evaluation report
 
 def _case_rows(cases: Mapping[str, Mapping[str, Any]], classes: Sequence[ClassInfo],
@@ -375,7 +413,7 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
 
     figures: Dict[str, str] = {}
     skipped: List[str] = []
-    if _matplotlib_available():
+    if matplotlib_available():
         figures["confusion"] = plot_confusion_matrix(pooled["confusion_matrix"], out / "confusion_matrix.png",
                                                      overwrite=overwrite).name
         if folds:

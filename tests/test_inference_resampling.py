@@ -63,3 +63,44 @@ def test_a_finer_scan_is_segmented_on_the_model_grid_and_returned_on_its_own(tra
     monkeypatch.setattr(engine, "RESAMPLE_TOLERANCE", 1e9)  # resampling off
     as_is = _union_dice(segment_image(ph.image, trained_model, options=options), ph)
     assert resampled > as_is + 0.05
+
+
+def test_label_resampling_is_nearest_and_keeps_dtype():
+    lab = np.zeros((2, 8, 8), np.uint8)
+    lab[:, 2:6, 2:6] = 3
+    down = resample_inplane(lab, (2, 4, 4), labels=True)
+    assert down.dtype == np.uint8 and set(np.unique(down)) == {0, 3}
+    up = resample_inplane(down, (2, 8, 8), labels=True)
+    assert set(np.unique(up)) == {0, 3}
+
+
+def test_slice_spacing_warning_accepts_a_mixed_models_range():
+    from spineseg.geometry import CanonicalFrame
+    from spineseg.inference.engine import _check_spacing
+
+    def frame(slice_mm):
+        img = sitk.Image(8, 8, 4, sitk.sitkFloat32)
+        img.SetSpacing((0.5, 0.5, slice_mm))
+        return CanonicalFrame.of(img, warn=False)
+
+    assert _check_spacing(frame(4.4), (4.5, 1.2, 1.2)) is None
+    assert "far from the model's 4.5 mm" in _check_spacing(frame(0.9), (4.5, 1.2, 1.2))
+    assert _check_spacing(frame(0.9), (4.5, 1.2, 1.2), (0.9, 4.5)) is None
+    assert _check_spacing(frame(4.4), (4.5, 1.2, 1.2), (0.9, 4.5)) is None
+    assert "0.9 to 4.5 mm" in _check_spacing(frame(12.0), (4.5, 1.2, 1.2), (0.9, 4.5))
+
+
+def test_mixed_thickness_training_records_its_slice_range():
+    from pathlib import Path
+
+    from spineseg.training.data import CachedCase
+    from spineseg.training.presets import preset_config
+    from spineseg.training.runner import model_spacing, slice_range
+
+    cases = [CachedCase(f"c{i}", Path("."), (20, 64, 64), (0.9, 1.2, 1.2), [1, 2, 3]) for i in range(3)]
+    mixed = preset_config("default", thick_prob=0.5)
+    assert slice_range(cases, mixed) == pytest.approx([0.9, 4.5])
+    assert model_spacing(cases, mixed) == pytest.approx([4.5, 1.2, 1.2])
+    assert slice_range(cases, preset_config("default")) is None  # all thick
+    thin = preset_config("default", thick_prob=0.0)
+    assert slice_range(cases, thin) is None and model_spacing(cases, thin) == pytest.approx([0.9, 1.2, 1.2])

@@ -145,7 +145,7 @@ def test_report_refuses_to_overwrite_and_replaces_stale_overlays(tmp_path: Path,
 
 def test_report_without_matplotlib_still_writes_tables(tmp_path: Path, toy, monkeypatch) -> None:
     _, cases = toy
-    monkeypatch.setattr(report_mod, "_matplotlib_available", lambda: False)
+    monkeypatch.setattr(report_mod, "matplotlib_available", lambda: False)
     with pytest.warns(UserWarning, match="matplotlib"):
         md = write_evaluation_report(tmp_path, cases, SPINE_CLASSES)
     assert {p.name for p in tmp_path.iterdir()} == {"report.md", "metrics.csv", "metrics.json"}

@@ -182,3 +182,32 @@ def test_trained_model_segments_phantom(tmp_path, trained_model):
     assert main(["segment", str(src), "-o", str(out), "--model", str(trained_model), "--device", "cpu"]) == 0
     got, ref = sitk.GetArrayFromImage(sitk.ReadImage(str(out))), sitk.GetArrayFromImage(label)
     assert dice(got > 0, ref > 0) >= 0.8
+
+
+def test_overlay_png_written_and_planned(tmp_path, trained_model, capsys):
+    image, _ = small_phantom(7)
+    src = tmp_path / "phantom.nii.gz"
+    sitk.WriteImage(image, str(src))
+    out = tmp_path / "seg.nii.gz"
+    overlay = tmp_path / "seg_overlay.png"
+    overlay.write_bytes(b"keep me")  # an existing overlay is refused before any work, like the label map
+    argv = ["segment", str(src), "-o", str(out), "--model", str(trained_model), "--device", "cpu", "--overlay",
+            "--json"]
+    assert "--overwrite" in _fails(argv, capsys)
+    assert overlay.read_bytes() == b"keep me" and not out.exists()
+    assert main(argv + ["--overwrite"]) == 0
+    done = events(capsys.readouterr().out)[-1]
+    assert done["outputs"][0]["overlay"] == str(overlay)
+    png = overlay.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_overlay_without_matplotlib_fails_before_work(tmp_path, random_model, monkeypatch, capsys):
+    import spineseg.report
+
+    monkeypatch.setattr(spineseg.report, "matplotlib_available", lambda: False)
+    src = tmp_path / "a.nii.gz"
+    mr_like(src)
+    msg = _fails(["segment", str(src), "-o", str(tmp_path / "s.nii.gz"), "--model", str(random_model),
+                  "--overlay"], capsys)
+    assert "matplotlib" in msg and files(tmp_path) == ["a.nii.gz"]

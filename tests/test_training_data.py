@@ -307,3 +307,71 @@ def test_spider_cases_validate_cache_and_give_thick_slice_windows(spider_dir, tm
     assert int(y.max()) <= 3
     n_thick = first.shape[0] // 5
     assert not x[0, max(n_thick, 1) + 1:].any()  # at most D // 5 thick slices, the rest is padding
+
+
+# ----------------------------------------------------------------------------- in-plane spacing, mixed thickness
+
+def test_cache_resamples_inplane_once_and_keys_by_spacing(tmp_path):
+    from spineseg.preprocessing import PreprocessingConfig
+    from spineseg.training.data import cache_case, find_cases
+
+    write_toy_cases(tmp_path / "d", 1)
+    (case,) = find_cases(tmp_path / "d")
+    prep = PreprocessingConfig(n4=False).to_dict()
+    native = cache_case(case, prep, tmp_path / "cache", [1, 2, 3])
+    coarse = cache_case(case, prep, tmp_path / "cache", [1, 2, 3], inplane_mm=1.6)
+    assert coarse.folder != native.folder
+    assert coarse.shape == (6, 24, 20) and coarse.spacing == pytest.approx((4.4, 1.6, 1.6))
+    assert json.loads((coarse.folder / "meta.json").read_text())["spacing"] == pytest.approx([4.4, 1.6, 1.6])
+    lab = coarse.label()
+    assert lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 1, 2, 3}  # nearest neighbour: no blended values
+    # every coarse label voxel is one of the 2x2 native voxels it covers (nearest, same field of view)
+    fine = native.label()
+    blocks = fine.reshape(6, 24, 2, 20, 2)
+    assert all((blocks[..., a, :, b] == lab).mean() > 0.2 for a in (0, 1) for b in (0, 1))
+    assert ((blocks == lab[:, :, None, :, None]).any(axis=(2, 4))).all()
+    # the image is resampled linearly: its mean is kept
+    assert float(coarse.image().mean()) == pytest.approx(float(native.image().mean()), abs=0.05)
+    again = cache_case(case, prep, tmp_path / "cache", [1, 2, 3], inplane_mm=1.6)
+    assert again.folder == coarse.folder
+    # a spacing within the resampling tolerance keeps the data as it is
+    same = cache_case(case, prep, tmp_path / "cache", [1, 2, 3], inplane_mm=0.82)
+    assert same.shape == native.shape and np.array_equal(same.label(), native.label())
+
+
+@pytest.mark.parametrize("prob, expected", [(1.0, {"thick"}), (0.0, {"thin"}), (0.5, {"thin", "thick"})])
+def test_thick_prob_mixes_thin_and_thick_windows(prob, expected):
+    from spineseg.training.data import CachedCase
+    from spineseg.training.presets import preset_config
+    from spineseg.training.sampling import WindowDataset
+
+    class Memory(CachedCase):
+        def image(self, mmap=True):
+            return np.broadcast_to(np.arange(30, dtype=np.float32)[:, None, None] + 1, (30, 32, 32))
+
+        def label(self, mmap=True):
+            return np.ones((30, 32, 32), np.uint8)
+
+        def foreground(self):
+            return np.zeros((0, 3), np.int32)
+
+    case = Memory("c", Path("."), (30, 32, 32), (0.9, 1.0, 1.0), [1])
+    cfg = preset_config("default", window=[12, 32, 32], thick_prob=prob, flips=False, intensity_aug=False,
+                        foreground_prob=0.0, windows_per_case=40)
+    ds = WindowDataset({"c": case}, cfg, [1, 2, 3])
+    ds.set_epoch(0)
+    kinds = set()
+    for i in range(len(ds)):
+        img, _ = ds.window(i)
+        steps = np.diff(img[:, 0, 0][img[:, 0, 0] > 0])
+        kinds.add("thick" if np.allclose(steps, 5.0) else "thin" if np.allclose(steps, 1.0) else "other")
+    assert kinds == expected
+
+
+def test_thick_prob_and_inplane_options_are_checked():
+    from spineseg.training.presets import preset_config
+
+    with pytest.raises(InputError, match="fraction"):
+        preset_config("default", thick_prob=1.5)
+    with pytest.raises(InputError, match="--inplane-mm"):
+        preset_config("default", inplane_mm=0.0)

@@ -18,6 +18,7 @@ NAME = "segment"
 HELP = "Segment vertebrae, discs and the spinal canal in sagittal MR volumes."
 SUFFIX = "_seg"
 PROB_SUFFIX = "_probabilities"
+OVERLAY_SUFFIX = "_overlay.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--binary", action="store_true", help="write one 'spine' label (union of all classes)")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write the class probabilities (<output>_probabilities.nii.gz, one channel per class)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <output>_overlay.png: one slice with the labels over the image "
+                             "(needs matplotlib: pip install 'spineseg[report]')")
     parser.add_argument("--keep-largest", action="store_true", help="keep the largest connected component of each class")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, done, error) on stdout")
@@ -54,8 +58,18 @@ def _probability_path(label_path: Path) -> Path:
     return label_path.with_name(strip_image_extension(label_path) + PROB_SUFFIX + ext)
 
 
-def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwrite: bool) -> List[Tuple[Path, Optional[Path]]]:
-    """Output label (and probability) path per input; checks they can all be written before any work."""
+def _overlay_path(label_path: Path) -> Path:
+    from spineseg.io import strip_image_extension
+
+    return label_path.with_name(strip_image_extension(label_path) + OVERLAY_SUFFIX)
+
+
+Planned = Tuple[Path, Optional[Path], Optional[Path]]  # label map, probabilities, overlay PNG
+
+
+def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwrite: bool,
+                 overlay: bool = False) -> List[Planned]:
+    """Output label (probability, overlay) paths per input; checks they can all be written before any work."""
     from spineseg.errors import InputError
     from spineseg.io import check_writable, image_extension, strip_image_extension
 
@@ -73,14 +87,15 @@ def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwr
         if dst in seen:
             raise InputError(f"{src} and {seen[dst]} would both be written to {dst}; segment them into separate folders")
         seen[dst] = src
-    planned = [(lbl, _probability_path(lbl) if probabilities else None) for lbl in labels]
-    for lbl, prob in planned:
-        for path in (lbl, prob):
+    planned = [(lbl, _probability_path(lbl) if probabilities else None, _overlay_path(lbl) if overlay else None)
+               for lbl in labels]
+    for entry in planned:
+        for path in entry:
             if path is None:
                 continue
             if any(path.resolve() == p.resolve() for p in inputs):
                 raise InputError(f"{path}: output would replace an input; choose another output name")
-            check_writable(path, overwrite=overwrite)
+            check_writable(path, overwrite=overwrite, image=path.suffix != ".png")
     return planned
 
 
@@ -183,14 +198,21 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
     while not probe.exists() and probe != probe.parent:
         missing.append(probe)
         probe = probe.parent
-    planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite)
+    if args.overlay:
+        from spineseg.report import matplotlib_available
+        from spineseg.errors import InputError
+
+        if not matplotlib_available():
+            raise InputError("--overlay needs matplotlib; install it with: pip install 'spineseg[report]'")
+    planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite,
+                           overlay=args.overlay)
     created_dirs.extend(p for p in reversed(missing) if p.is_dir())
     model_path = _model_path(args)
     cancel.install()
     backend = load(model_path, options)
     results = []
     n = len(inputs)
-    for i, (src, (label_path, prob_path)) in enumerate(zip(inputs, planned)):
+    for i, (src, (label_path, prob_path, overlay_path)) in enumerate(zip(inputs, planned)):
         t0 = time.perf_counter()
         image = read_image(src)
 
@@ -207,6 +229,9 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         if prob_path is not None and result.probabilities is not None:
             write_image(result.probabilities, prob_path, overwrite=args.overwrite)
             written.append(prob_path)
+        if overlay_path is not None:
+            _write_overlay(image, result, overlay_path, title=src.name, overwrite=args.overwrite)
+            written.append(overlay_path)
         entry: Dict[str, Any] = {
             "input": str(src), "output": str(label_path),
             "classes": [c.to_dict() for c in result.classes],
@@ -215,8 +240,24 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         }
         if prob_path is not None:
             entry["probabilities"] = str(prob_path)
+        if overlay_path is not None:
+            entry["overlay"] = str(overlay_path)
         if result.warnings:
             entry["warnings"] = result.warnings
         results.append(entry)
     reporter(1.0, "done")
     return results
+
+
+def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool) -> None:
+    """The input and its labels on one slice, in the canonical frame (superior up, anterior left)."""
+    import SimpleITK as sitk
+
+    from spineseg.geometry import CanonicalFrame
+    from spineseg.report import plot_segmentation
+
+    frame = CanonicalFrame.of(image, warn=False)
+    canon_image = frame.to_canonical(sitk.GetArrayFromImage(image))
+    canon_label = frame.to_canonical(sitk.GetArrayFromImage(result.label))
+    plot_segmentation(canon_image, canon_label, result.classes, path, title=title,
+                      spacing=frame.canonical_spacing, overwrite=overwrite)

@@ -43,6 +43,7 @@ class ModelInfo:
     preprocessing: dict
     onnx_file: Optional[str]
     onnx_sha256: Optional[str]
+    slice_mm_range: Optional[Tuple[float, float]] = None  # a mixed thin/thick model's training slice spacings
 
 
 def model_info(path) -> ModelInfo:
@@ -59,7 +60,16 @@ def model_info(path) -> ModelInfo:
         in_channels=int(h.architecture.in_channels), out_channels=int(h.architecture.out_channels),
         window=tuple(int(v) for v in h.window), spacing=tuple(float(v) for v in h.spacing),
         preprocessing=dict(h.preprocessing), onnx_file=onnx.get("file"), onnx_sha256=onnx.get("sha256"),
+        slice_mm_range=_slice_range(h.training.get("slice_mm_range")),
     )
+
+
+def _slice_range(value) -> Optional[Tuple[float, float]]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if 0 < lo <= hi else None
 
 
 def probabilities_np(logits: np.ndarray, task: str) -> np.ndarray:

@@ -97,11 +97,18 @@ def check_intensities(image: sitk.Image) -> Optional[str]:
 RESAMPLE_TOLERANCE = 0.1
 
 
-def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, float]) -> Optional[str]:
-    """Warn when the slice thickness is far from the model's (in-plane spacing is resampled, slices are not)."""
-    ours, theirs = frame.canonical_spacing[0], model_spacing[0]
-    if max(ours, theirs) / max(min(ours, theirs), 1e-9) > 2.0:
-        return (f"slice spacing {ours:.3g} mm is far from the model's {theirs:.3g} mm; results may be poor")
+def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, float],
+                   slice_mm_range: Optional[Tuple[float, float]] = None) -> Optional[str]:
+    """Warn when the slice thickness is far from the model's (in-plane spacing is resampled, slices are not).
+
+    A model trained on thin and thick slices (``slice_mm_range``) accepts anything within a
+    factor 2 of that range.
+    """
+    ours = frame.canonical_spacing[0]
+    lo, hi = slice_mm_range or (model_spacing[0], model_spacing[0])
+    if ours > 2.0 * hi or ours < 0.5 * lo:
+        seen = f"{lo:.3g} to {hi:.3g} mm" if hi > lo else f"{hi:.3g} mm"
+        return f"slice spacing {ours:.3g} mm is far from the model's {seen}; results may be poor"
     return None
 
 
@@ -118,20 +125,22 @@ def inplane_target_shape(shape: Tuple[int, int, int], spacing: Tuple[float, floa
     return (shape[0],) + tuple(max(1, int(round(shape[i] * ratios[i - 1]))) for i in (1, 2))  # type: ignore[return-value]
 
 
-def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int]) -> np.ndarray:
-    """Linearly resample a (D, H, W) or (K, D, H, W) array in-plane to ``shape`` (D unchanged).
+def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int], *, labels: bool = False) -> np.ndarray:
+    """Resample a (D, H, W) or (K, D, H, W) array in-plane to ``shape`` (D unchanged).
 
+    Linear for images and probabilities; ``labels=True``: nearest neighbour, dtype kept.
     Voxel centres are placed so both grids cover the same extent (as SimpleITK's
     physical-space resampling with matching field of view does).
     """
     if array.ndim == 4:
-        return np.stack([resample_inplane(channel, shape) for channel in array])
+        return np.stack([resample_inplane(channel, shape, labels=labels) for channel in array])
     d, h, w = array.shape
-    src = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    src = sitk.GetImageFromArray(np.ascontiguousarray(array if labels else array.astype(np.float32, copy=False)))
     out_spacing = (w / shape[2], h / shape[1], 1.0)
     origin = (0.5 * (out_spacing[0] - 1.0), 0.5 * (out_spacing[1] - 1.0), 0.0)
-    out = sitk.Resample(src, (shape[2], shape[1], d), sitk.Transform(), sitk.sitkLinear, origin, out_spacing,
-                        src.GetDirection(), 0.0, sitk.sitkFloat32)
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    out = sitk.Resample(src, (shape[2], shape[1], d), sitk.Transform(), interpolator, origin, out_spacing,
+                        src.GetDirection(), 0.0, src.GetPixelID() if labels else sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out)
 
 
@@ -161,7 +170,7 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
         raise InputError("image must be a 3D single-channel volume")
     warn(check_intensities(image))
     frame = CanonicalFrame.of(image)
-    warn(_check_spacing(frame, info.spacing))
+    warn(_check_spacing(frame, info.spacing, info.slice_mm_range))
 
     from spineseg.preprocessing import PreprocessingConfig
 

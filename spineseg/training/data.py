@@ -189,10 +189,13 @@ def _stat_key(path: Path) -> List[Any]:
     return [str(path.resolve()), int(st.st_size), int(st.st_mtime_ns)]
 
 
-def cache_key(case: Case, preprocessing: Dict[str, Any]) -> str:
-    """Hash of what decides a case's cached arrays: preprocessing configuration and file identity."""
-    blob = json.dumps({"v": CACHE_VERSION, "prep": preprocessing, "image": _stat_key(case.image),
-                       "label": _stat_key(case.label)}, sort_keys=True)
+def cache_key(case: Case, preprocessing: Dict[str, Any], inplane_mm: Optional[float] = None) -> str:
+    """Hash of what decides a case's cached arrays: preprocessing, in-plane spacing and file identity."""
+    what: Dict[str, Any] = {"v": CACHE_VERSION, "prep": preprocessing, "image": _stat_key(case.image),
+                            "label": _stat_key(case.label)}
+    if inplane_mm is not None:
+        what["inplane_mm"] = float(inplane_mm)
+    blob = json.dumps(what, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
@@ -201,8 +204,11 @@ def _safe(cid: str) -> str:
 
 
 def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike, allowed_values: Sequence[int],
-               *, seed: int = 0) -> CachedCase:
+               *, seed: int = 0, inplane_mm: Optional[float] = None) -> CachedCase:
     """Preprocess ``case`` once per configuration (or reuse the cached arrays) and return its cache entry.
+
+    ``inplane_mm``: resample image (linear, after normalisation) and labels (nearest) in-plane
+    to this spacing, as inference will; the slice axis is never resampled.
 
     The folder is written under a temporary name and renamed into place, so a killed run never
     leaves a half-written entry that a later run would trust.
@@ -210,7 +216,7 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
     from spineseg.geometry import CanonicalFrame
     from spineseg.preprocessing import PreprocessingConfig
 
-    folder = Path(cache_dir) / f"{_safe(case.id)}-{cache_key(case, preprocessing)}"
+    folder = Path(cache_dir) / f"{_safe(case.id)}-{cache_key(case, preprocessing, inplane_mm)}"
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -219,6 +225,16 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
     frame = CanonicalFrame.of(image, warn=False)
     array = PreprocessingConfig.from_dict(preprocessing).apply(image)
     lab = np.ascontiguousarray(frame.to_canonical(sitk.GetArrayFromImage(label)).astype(np.uint8))
+    spacing = tuple(float(v) for v in frame.canonical_spacing)
+    if inplane_mm is not None:
+        from spineseg.inference.engine import inplane_target_shape, resample_inplane
+
+        mm = float(inplane_mm)
+        shape = inplane_target_shape(array.shape, spacing, (spacing[0], mm, mm))
+        if shape is not None:
+            array = resample_inplane(array, shape)
+            lab = np.ascontiguousarray(resample_inplane(lab, shape, labels=True))
+            spacing = (spacing[0], spacing[1] * frame.shape[1] / shape[1], spacing[2] * frame.shape[2] / shape[2])
     fg = np.argwhere(lab > 0).astype(np.int32)
     if len(fg) > MAX_FOREGROUND_POINTS:
         rng = np.random.default_rng(seed)
@@ -229,7 +245,7 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
         np.save(tmp / "image.npy", np.ascontiguousarray(array, dtype=np.float32))
         np.save(tmp / "label.npy", lab)
         np.save(tmp / "foreground.npy", fg)
-        meta = {"id": case.id, "shape": list(array.shape), "spacing": list(frame.canonical_spacing),
+        meta = {"id": case.id, "shape": list(array.shape), "spacing": list(spacing),
                 "values": values, "image": str(case.image), "label": str(case.label), "preprocessing": preprocessing}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         try:
@@ -241,19 +257,20 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CachedCase(case.id, folder, tuple(array.shape), tuple(frame.canonical_spacing), values)
+    return CachedCase(case.id, folder, tuple(array.shape), spacing, values)
 
 
 def cache_cases(cases: Sequence[Case], preprocessing: Dict[str, Any], cache_dir: os.PathLike,
                 allowed_values: Sequence[int], *, progress: Optional[Callable[[float, str], None]] = None,
-                cancel: Optional[Callable[[], bool]] = None) -> Dict[str, CachedCase]:
+                cancel: Optional[Callable[[], bool]] = None, inplane_mm: Optional[float] = None
+                ) -> Dict[str, CachedCase]:
     out: Dict[str, CachedCase] = {}
     for i, case in enumerate(cases):
         if cancel is not None and cancel():
             raise Cancelled("preprocessing cancelled")
         if progress:
             progress(i / max(1, len(cases)), f"preprocessing {case.id}")
-        out[case.id] = cache_case(case, preprocessing, cache_dir, allowed_values)
+        out[case.id] = cache_case(case, preprocessing, cache_dir, allowed_values, inplane_mm=inplane_mm)
     if progress:
         progress(1.0, "preprocessing done")
     return out

@@ -33,6 +33,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-n4", dest="n4", action="store_false")
     parser.add_argument("--thick-slices", type=int, metavar="K",
                         help="average K consecutive slices (thick-slice simulation); 0 auto, 1 off")
+    parser.add_argument("--thick-prob", type=float, metavar="P",
+                        help="share of windows that are thick-slice simulated (default 1; 0.5 trains one model "
+                             "for thin and thick slices)")
+    parser.add_argument("--inplane-mm", type=float, metavar="MM",
+                        help="resample the data in-plane to MM once before training (default: keep its spacing); "
+                             "inference resamples to the same spacing")
     parser.add_argument("--val-every", type=int, help="validate every N epochs (default 1; always after the last)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
@@ -83,7 +89,8 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=args.epochs,
         batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
         windows_per_case=args.windows_per_case, cases_per_epoch=args.cases_per_epoch,
-        thick_slices=args.thick_slices, val_every=args.val_every, workers=args.workers, seed=args.seed,
+        thick_slices=args.thick_slices, thick_prob=args.thick_prob, inplane_mm=args.inplane_mm,
+        val_every=args.val_every, workers=args.workers, seed=args.seed,
         deterministic=args.deterministic,
         preprocessing=prep.to_dict())
 

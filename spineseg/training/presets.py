@@ -45,6 +45,8 @@ class TrainConfig:
     intensity_aug: bool = False
     thick_slices: int = 1  # average k consecutive slices (thick-slice simulation); 0: auto from spacing
     target_slice_mm: float = 4.4
+    thick_prob: float = 1.0  # share of windows that are thick-slice simulated (when k > 1); the rest stay thin
+    inplane_mm: Optional[float] = None  # train at this in-plane spacing (mm), resampled once in the cache
     amp: bool = True  # bf16 autocast when on GPU (never on CPU)
     seed: int = 0
     val_every: int = 1
@@ -75,6 +77,10 @@ class TrainConfig:
             raise InputError(f"learning rate {self.lr}: use a positive number such as 1e-3")
         if not 0.0 <= float(self.foreground_prob) <= 1.0:
             raise InputError(f"foreground probability {self.foreground_prob}: use a fraction in [0, 1]")
+        if not 0.0 <= float(self.thick_prob) <= 1.0:
+            raise InputError(f"thick-slice probability {self.thick_prob}: use a fraction in [0, 1]")
+        if self.inplane_mm is not None and not float(self.inplane_mm) > 0.0:
+            raise InputError(f"--inplane-mm {self.inplane_mm}: use a positive spacing in mm, e.g. 1.2")
         if int(self.thick_slices) < 0:
             raise InputError(f"thick slices {self.thick_slices}: use 0 (auto), 1 (off) or k > 1")
         if self.loss == "mse" and not self.binary:
@@ -168,3 +174,8 @@ def resolve_thick_slices(config: TrainConfig, slice_mm: float) -> int:
     if slice_mm <= 0:
         return 1
     return max(1, int(round(float(config.target_slice_mm) / float(slice_mm))))
+
+
+def thick_k(config: TrainConfig, slice_mm: float) -> int:
+    """Slices averaged per thick slice in training windows and validation: 1 when ``thick_prob`` is 0."""
+    return 1 if float(config.thick_prob) <= 0.0 else resolve_thick_slices(config, slice_mm)

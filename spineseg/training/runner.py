@@ -19,7 +19,7 @@ from spineseg.errors import InputError
 from spineseg.io import write_bytes_atomic
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo, classes_to_dicts
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
-from spineseg.training.presets import TrainConfig, resolve_thick_slices
+from spineseg.training.presets import TrainConfig, thick_k
 
 EventFn = Callable[..., None]  # event(name, **fields)
 
@@ -85,7 +85,8 @@ def prepare_data(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, pro
     """Find, check and cache every case; returns {"cases": {id: CachedCase}, "summary": ...}."""
     cases = find_cases(data)
     summary = validate_cases(cases, data_values(config))
-    cached = cache_cases(cases, config.preprocessing, cache_dir, data_values(config), progress=progress, cancel=cancel)
+    cached = cache_cases(cases, config.preprocessing, cache_dir, data_values(config), progress=progress, cancel=cancel,
+                         inplane_mm=config.inplane_mm)
     summary["source"] = str(Path(data).resolve())
     return {"cases": cached, "summary": summary, "list": cases}
 
@@ -94,8 +95,19 @@ def model_spacing(cases: Sequence[CachedCase], config: TrainConfig) -> List[floa
     """Median canonical spacing of the training cases, after thick-slice simulation."""
     import numpy as np
 
-    rows = [[c.spacing[0] * resolve_thick_slices(config, c.spacing[0]), c.spacing[1], c.spacing[2]] for c in cases]
+    rows = [[c.spacing[0] * thick_k(config, c.spacing[0]), c.spacing[1], c.spacing[2]] for c in cases]
     return [float(v) for v in np.median(np.asarray(rows, dtype=float), axis=0)]
+
+
+def slice_range(cases: Sequence[CachedCase], config: TrainConfig) -> Optional[List[float]]:
+    """[thin, thick] median slice spacing (mm) a mixed thin/thick model saw; None for a single thickness."""
+    import numpy as np
+
+    if not 0.0 < float(config.thick_prob) < 1.0:
+        return None
+    thin = float(np.median([c.spacing[0] for c in cases]))
+    thick = float(np.median([c.spacing[0] * thick_k(config, c.spacing[0]) for c in cases]))
+    return [thin, thick] if thick > thin else None
 
 
 def build_header(config: TrainConfig, classes: Sequence[ClassInfo], network, *, name: str,
@@ -203,6 +215,9 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
                                                               "source": data_summary.get("source")},
                 "config": config.to_dict(), "command": command or sys.argv, "fold": fold,
                 "torch": torch.__version__}
+    mixed = slice_range([cases[c] for c in train_ids], config)
+    if mixed:
+        training["slice_mm_range"] = mixed  # the inference spacing check accepts this whole range
     header = build_header(config, classes, result.network, name=name or f"spineseg-{config.model}",
                           spacing=model_spacing([cases[c] for c in train_ids], config), training=training,
                           metrics=metrics)

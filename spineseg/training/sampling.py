@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from spineseg.training.data import CachedCase
-from spineseg.training.presets import TrainConfig, resolve_thick_slices
+from spineseg.training.presets import TrainConfig, thick_k
 
 PlanItem = Tuple[str, int]  # (case id, window number within the case)
 
@@ -140,7 +140,7 @@ class WindowDataset:
         self.cases = cases
         self.config = config
         self.lookup = label_lookup(class_values, config.binary)
-        self.k = {cid: resolve_thick_slices(config, c.spacing[0]) for cid, c in cases.items()}
+        self.k = {cid: thick_k(config, c.spacing[0]) for cid, c in cases.items()}
         self.plan: List[PlanItem] = []
         self.epoch = 0
         self._arrays: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -163,7 +163,10 @@ class WindowDataset:
         cfg = self.config
         rng = np.random.default_rng([int(cfg.seed), self.epoch, int(index), 11])
         image, label, fg = self._case_arrays(cid)
-        img, lab = crop_window(image, label, cfg.window, self.k[cid], rng, fg, float(cfg.foreground_prob))
+        k = self.k[cid]
+        if k > 1 and float(cfg.thick_prob) < 1.0 and rng.random() >= float(cfg.thick_prob):
+            k = 1  # this window stays thin (mixed thin/thick training)
+        img, lab = crop_window(image, label, cfg.window, k, rng, fg, float(cfg.foreground_prob))
         return augment(img, lab, rng, flips=cfg.flips, intensity=cfg.intensity_aug)
 
     def __getitem__(self, index: int):

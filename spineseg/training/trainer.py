@@ -29,7 +29,7 @@ import numpy as np
 from spineseg.errors import Cancelled, InputError
 from spineseg.labels import ClassInfo
 from spineseg.training.data import CachedCase
-from spineseg.training.presets import TrainConfig, lr_factor, resolve_thick_slices
+from spineseg.training.presets import TrainConfig, lr_factor, thick_k
 from spineseg.training.sampling import WindowDataset, thicken
 
 EpochCallback = Callable[[Dict[str, Any]], None]
@@ -217,7 +217,7 @@ def predict_case(network, image: np.ndarray, config: TrainConfig, device, *, bat
 
 def evaluation_pair(case: CachedCase, config: TrainConfig):
     """(image, label) of a validation case as the model sees it: thick-slice simulated with offset 0."""
-    k = resolve_thick_slices(config, case.spacing[0])
+    k = thick_k(config, case.spacing[0])
     return thicken(np.asarray(case.image()), np.asarray(case.label()), k, 0)
 
 
