@@ -207,7 +207,7 @@ def test_module_classes_follow_the_scripted_template():
         assert name in classes and base in [ast.unparse(b) for b in classes[name].bases], name
     assert "VTKObservationMixin" in [ast.unparse(b) for b in classes["SpineSegUNetWidget"].bases]
     test_methods = {n.name for n in classes["SpineSegUNetTest"].body if isinstance(n, ast.FunctionDef)}
-    assert {"setUp", "runTest", "test_PhantomSegmentation", "test_FailureLeavesSceneUnchanged"} <= test_methods
+    assert {"setUp", "runTest", "test_SampleSegmentation", "test_FailureLeavesSceneUnchanged"} <= test_methods
 
 
 @pytest.mark.parametrize("path", [MODULE_PY, BATCH], ids=lambda p: p.name)
