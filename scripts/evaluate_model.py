@@ -11,7 +11,8 @@ domain's 4.4 mm slices simulated from thin-slice data.
         -o runs/eval-default            # cases: the model's own validation cases (model.json)
 
 Prints a table (mean foreground DSC, per class, spine union) and writes a report per condition
-(``thin/``, ``thick/``: metrics.csv/json, report.md, overlays) plus ``summary.json``.
+(``thin/``, ``thick/``: metrics.csv/json, report.md, overlays) plus ``summary.json``; ``--record``
+also stores the results in the model's ``model.json`` (``metrics.heldout``).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def canonical(image: sitk.Image) -> np.ndarray:
 
 
 def evaluate(model: Path, data: Path, out: Path, *, cases: Optional[Sequence[str]], thick_mm: float,
-             backend: str, overwrite: bool) -> Dict[str, Any]:
+             backend: str, overwrite: bool, record: bool = False) -> Dict[str, Any]:
     from spineseg.inference import InferenceOptions, load, segment_image
     from spineseg.metrics import case_metrics, pool_metrics
     from spineseg.modelfile import read_header
@@ -111,6 +112,13 @@ def evaluate(model: Path, data: Path, out: Path, *, cases: Optional[Sequence[str
     from spineseg.io import write_bytes_atomic
 
     write_bytes_atomic((json.dumps(summary, indent=1) + "\n").encode(), out / "summary.json", overwrite=overwrite)
+    if record:
+        from spineseg.modelfile import HEADER_FILE
+
+        header = read_header(model)  # again: only the metrics change
+        header.metrics["heldout"] = {k: summary[k] for k in ("cases", "thick_mm", "k", "conditions")}
+        header.metrics["heldout"]["command"] = "python scripts/evaluate_model.py MODEL DATA -o OUT --record"
+        write_bytes_atomic(header.to_json().encode("utf-8"), Path(model) / HEADER_FILE, overwrite=True)
     return summary
 
 
@@ -135,10 +143,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--thick-mm", type=float, default=4.4, help="simulated slice thickness (default 4.4)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in OUTPUT")
+    p.add_argument("--record", action="store_true",
+                   help="also store the results in the model's header (model.json: metrics.heldout)")
     args = p.parse_args(argv)
     try:
         summary = evaluate(args.model, args.data, args.output, cases=args.cases, thick_mm=args.thick_mm,
-                           backend=args.backend, overwrite=args.overwrite)
+                           backend=args.backend, overwrite=args.overwrite, record=args.record)
     except InputError as exc:
         print(f"evaluate_model: error: {exc}", file=sys.stderr)
         return 2

@@ -17,4 +17,5 @@ SPINESEG=${SPINESEG:-.venv/bin/spineseg}
   --preset default --model hybrid --hparam width=8 --inplane-mm 1.2 --thick-prob 0.5 \
   --epochs 90 --windows-per-case 4 --batch 4 --val-every 5 --workers 0 --device cpu --seed 0
 "$SPINESEG" export "$RUN/model" --onnx
-.venv/bin/python scripts/evaluate_model.py "$RUN/model" "$DATA" -o "$RUN/heldout" --overwrite
+.venv/bin/python scripts/evaluate_model.py "$RUN/model" "$DATA" -o "$RUN/heldout" --overwrite --record
+echo "to ship it: rm -r Resources/Models/spineseg-default; cp -r $RUN/model Resources/Models/spineseg-default"

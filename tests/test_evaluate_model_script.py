@@ -45,8 +45,12 @@ def test_evaluates_thin_and_thick_and_writes_reports(script, trained_model, tmp_
         sitk.WriteImage(image, str(data / f"ph{seed}_image.nii.gz"))
         sitk.WriteImage(label, str(data / f"ph{seed}_label.nii.gz"))
     out = tmp_path / "eval"
-    assert script.main([str(trained_model), str(data), "-o", str(out), "--cases", "ph3", "ph4",
-                        "--thick-mm", "8.8"]) == 0
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    assert script.main([str(model), str(data), "-o", str(out), "--cases", "ph3", "ph4",
+                        "--thick-mm", "8.8", "--record"]) == 0
     table = capsys.readouterr().out
     assert "| thin (as stored) |" in table and "| thick (~8.8 mm) |" in table
     summary = json.loads((out / "summary.json").read_text())
@@ -56,8 +60,12 @@ def test_evaluates_thin_and_thick_and_writes_reports(script, trained_model, tmp_
     assert set(thin["per_class_dsc"]) == {"vertebra", "intervertebral disc", "spinal canal"}
     for cond in ("thin", "thick"):
         assert (out / cond / "report.md").is_file() and (out / cond / "metrics.csv").is_file()
+    from spineseg.modelfile import load_model
+
+    recorded = load_model(model).header.metrics["heldout"]  # still a valid model, now with its results
+    assert recorded["conditions"]["thin"]["mean_dsc"] == pytest.approx(thin["mean_dsc"])
     # a second run refuses to replace the reports without --overwrite
-    assert script.main([str(trained_model), str(data), "-o", str(out), "--cases", "ph3"]) == 2
+    assert script.main([str(model), str(data), "-o", str(out), "--cases", "ph3"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
