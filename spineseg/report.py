@@ -561,14 +561,21 @@ def ablation_rows(results: Mapping[str, Mapping[str, Any]], classes: Sequence[Cl
     """The ablation table as data: one row per metric and structure, with the best model(s) of the row.
 
     Best = highest mean over cases, compared at the printed precision (ties are all best).
+    A model with other classes than the table's (a binary model beside multi-class ones) fills
+    only the spine-union row; its other cells are undefined.
     """
     models = list(results)
+    names = {c.name for c in classes}
     rows = []
     for metric in METRICS:
         for key, label in structure_rows(classes):
             values: Dict[str, Dict[str, Any]] = {}
             for m in models:
-                s = lookup(results[m], key)
+                own = set(results[m].get("classes", {}))
+                s = lookup(results[m], key) if own == names or key == ("union",) else None
+                if s is None:
+                    values[m] = {"mean": None, "std": None, "n": 0, "pooled": None}
+                    continue
                 values[m] = {"mean": s["mean"][metric], "std": s["std"][metric], "n": s["n"][metric],  # type: ignore[index]
                              "pooled": s["pooled"][metric]}  # type: ignore[index]
             shown = {m: round(float(v["mean"]), digits) for m, v in values.items()

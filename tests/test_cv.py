@@ -84,3 +84,40 @@ def test_cv_resume_skips_finished_folds(tmp_path, capsys):
     assert not [e for e in events if e["event"] in ("epoch", "fold")]
     assert events[-1]["event"] == "done"
     assert (tmp_path / "cv" / "resunet" / "report" / "report.md").is_file()
+
+
+def test_ablation_combines_a_paper_preset_cv_with_default_ones(tmp_path, capsys):
+    """The issue's Table 1: default-preset models and the binary paper recipe, on the same folds."""
+    import shutil
+
+    from spineseg.cli import main
+
+    data = write_phantoms(tmp_path / "data", 4)
+    common = ["--folds", "2", "--hparam", "width=4", "--epochs", "1", "--window", "4", "32", "32",
+              "--windows-per-case", "2", "--batch", "2", "--no-n4", "--workers", "0", "--device", "cpu"]
+    assert main(["cv", str(data), "-o", str(tmp_path / "cv-default"), "--models", "no-hanc"] + common) == 0
+    assert main(["cv", str(data), "-o", str(tmp_path / "cv-paper"), "--preset", "paper", "--models", "no-hanc"]
+                + common) == 0
+    capsys.readouterr()
+    out = tmp_path / "table"
+    assert main(["ablation", str(tmp_path / "cv-default"), str(tmp_path / "cv-paper" / "no-hanc"), "-o", str(out),
+                 "--json"]) == 0
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert done["columns"] == ["no-hanc", "no-hanc (paper)"]
+    md = (out / "ablation.md").read_text()
+    assert "| metric | structure | no-hanc | no-hanc (paper) |" in md
+    union = next(line for line in md.splitlines() if line.startswith("| DSC | spine (all foreground)"))
+    assert "n/a" not in union  # both columns have a union DSC
+    vert = next(line for line in md.splitlines() if line.startswith("| DSC | vertebra"))
+    assert vert.rstrip(" |").endswith("n/a")  # the binary column has no per-class values
+
+    # other folds: refused, one line, nothing written
+    other = tmp_path / "cv-other"
+    shutil.copytree(tmp_path / "cv-paper", other)
+    (other / "split.json").write_text(json.dumps({"seed": 9, "folds": [["ph0", "ph3"], ["ph1", "ph2"]]}))
+    split = json.loads((tmp_path / "cv-default" / "split.json").read_text())["folds"]
+    if sorted(map(sorted, split)) == [["ph0", "ph3"], ["ph1", "ph2"]]:
+        (other / "split.json").write_text(json.dumps({"seed": 9, "folds": [["ph0", "ph1"], ["ph2", "ph3"]]}))
+    assert main(["ablation", str(tmp_path / "cv-default"), str(other), "-o", str(tmp_path / "t2")]) == 2
+    err = capsys.readouterr().err
+    assert "other folds" in err and not (tmp_path / "t2").exists()

@@ -221,3 +221,21 @@ def test_ablation_ignores_undefined_values() -> None:
     assert rows[("dsc", "intervertebral disc")]["best"] == ["b"]
     # canal absent everywhere: no best
     assert rows[("dsc", "spinal canal")]["best"] == []
+
+
+def test_ablation_with_a_binary_column_fills_only_the_union_row(tmp_path: Path) -> None:
+    results = _pool({"hybrid": [0, 2]})
+    gt = np.zeros(100, np.uint8)
+    gt[:70] = 1
+    pred = gt.copy()
+    pred[:5] = 0
+    results["hybrid (paper)"] = pool_metrics({"c0": case_metrics(pred, gt, [SPINE]),
+                                              "c1": case_metrics(gt, gt, [SPINE])}, [SPINE])
+    rows = {(r["metric"], r["structure"]): r for r in ablation_rows(results, SPINE_CLASSES)}
+    union = rows[("dsc", "spine (all foreground)")]["values"]["hybrid (paper)"]
+    assert union["mean"] == pytest.approx(results["hybrid (paper)"]["union"]["mean"]["dsc"])
+    for structure in ("vertebra", "mean over classes"):
+        assert rows[("dsc", structure)]["values"]["hybrid (paper)"]["mean"] is None
+        assert rows[("dsc", structure)]["best"] == ["hybrid"]
+    md = write_ablation_report(tmp_path, results, SPINE_CLASSES).read_text()
+    assert "n/a" in md.split("| DSC | vertebra")[1].splitlines()[0]
