@@ -239,6 +239,25 @@ def _label_rgba(label: np.ndarray, classes: Sequence[ClassInfo], alpha: float) -
     return rgba
 
 
+def _display_base(image_slice: np.ndarray) -> np.ndarray:
+    """A 2D image scaled to 0..1 between its 1st and 99.5th percentile, for a grey background."""
+    im = np.asarray(image_slice, dtype=np.float32)
+    lo, hi = np.percentile(im, [1, 99.5])
+    return np.clip((im - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+
+
+def _draw_labels(ax, base: np.ndarray, lab: Optional[np.ndarray], classes: Sequence[ClassInfo], aspect: float) -> None:
+    """The grey image, and (when given) the labels over it: tinted areas with class-coloured contours."""
+    ax.imshow(base, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+    if lab is None:
+        return
+    ax.imshow(_label_rgba(lab, classes, 0.4), aspect=aspect, interpolation="nearest")
+    for c in classes:
+        m = (lab == c.value).astype(np.float32)
+        if 0 < m.sum() < m.size:
+            ax.contour(m, levels=[0.5], colors=[_rgb(c.color)], linewidths=0.8)
+
+
 def pick_slice(gt: np.ndarray) -> int:
     """The middle slice, or the slice with most ground-truth foreground when the middle one has none."""
     mid = gt.shape[0] // 2
@@ -261,9 +280,7 @@ def plot_overlay(image: Optional[np.ndarray], gt: np.ndarray, pred: np.ndarray, 
     z = pick_slice(gt)
     g, p = gt[z], pred[z]
     if image is not None:
-        im = np.asarray(image, dtype=np.float32)[z]
-        lo, hi = np.percentile(im, [1, 99.5])
-        base = np.clip((im - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+        base = _display_base(np.asarray(image)[z])
     else:
         base = np.full(g.shape, 0.12, dtype=np.float32)
     aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
@@ -280,14 +297,8 @@ def plot_overlay(image: Optional[np.ndarray], gt: np.ndarray, pred: np.ndarray, 
     n_err = int(missed.sum() + extra.sum())
     panels = [("ground truth", g), ("prediction", p), (f"errors ({n_err:,} voxels)", None)]
     for ax, (name, lab) in zip(axes, panels):
-        ax.imshow(base, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
-        if lab is not None:
-            ax.imshow(_label_rgba(lab, classes, 0.4), aspect=aspect, interpolation="nearest")
-            for c in classes:
-                m = (lab == c.value).astype(np.float32)
-                if 0 < m.sum() < m.size:
-                    ax.contour(m, levels=[0.5], colors=[_rgb(c.color)], linewidths=0.8)
-        else:
+        _draw_labels(ax, base, lab, classes, aspect)
+        if lab is None:
             ax.imshow(err, aspect=aspect, interpolation="nearest")
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
@@ -310,9 +321,7 @@ def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[Cl
     """
     label = np.asarray(label)
     z = pick_slice(label)
-    im = np.asarray(image, dtype=np.float32)[z]
-    lo, hi = np.percentile(im, [1, 99.5])
-    base = np.clip((im - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    base = _display_base(np.asarray(image)[z])
     lab = label[z]
     aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
     h, w = lab.shape
@@ -320,14 +329,8 @@ def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[Cl
     panel_h = min(6.0, max(2.5, panel_w * h * aspect / max(w, 1)))
     fig = _figure(2 * panel_w, panel_h + 0.9)
     axes = fig.subplots(1, 2)
-    for ax, name, show in ((axes[0], "image", False), (axes[1], "segmentation", True)):
-        ax.imshow(base, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
-        if show:
-            ax.imshow(_label_rgba(lab, classes, 0.4), aspect=aspect, interpolation="nearest")
-            for c in classes:
-                m = (lab == c.value).astype(np.float32)
-                if 0 < m.sum() < m.size:
-                    ax.contour(m, levels=[0.5], colors=[_rgb(c.color)], linewidths=0.8)
+    for ax, name, shown in ((axes[0], "image", None), (axes[1], "segmentation", lab)):
+        _draw_labels(ax, base, shown, classes, aspect)
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
     from matplotlib.patches import Patch
