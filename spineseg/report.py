@@ -258,6 +258,16 @@ def _draw_labels(ax, base: np.ndarray, lab: Optional[np.ndarray], classes: Seque
             ax.contour(m, levels=[0.5], colors=[_rgb(c.color)], linewidths=0.8)
 
 
+def _slice_panels(n: int, shape: Tuple[int, int], spacing: Optional[Sequence[float]]):
+    """(figure, axes, pixel aspect) for ``n`` side-by-side panels of one (H, W) slice at its true aspect."""
+    aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
+    h, w = shape
+    panel_w = 4.2
+    panel_h = min(6.0, max(2.5, panel_w * h * aspect / max(w, 1)))
+    fig = _figure(n * panel_w, panel_h + 0.9)
+    return fig, fig.subplots(1, n), aspect
+
+
 def pick_slice(gt: np.ndarray) -> int:
     """The middle slice, or the slice with most ground-truth foreground when the middle one has none."""
     mid = gt.shape[0] // 2
@@ -283,12 +293,7 @@ def plot_overlay(image: Optional[np.ndarray], gt: np.ndarray, pred: np.ndarray, 
         base = _display_base(np.asarray(image)[z])
     else:
         base = np.full(g.shape, 0.12, dtype=np.float32)
-    aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
-    h, w = g.shape
-    panel_w = 4.2
-    panel_h = min(6.0, max(2.5, panel_w * h * aspect / max(w, 1)))
-    fig = _figure(3 * panel_w, panel_h + 0.9)
-    axes = fig.subplots(1, 3)
+    fig, axes, aspect = _slice_panels(3, g.shape, spacing)
     missed = (g != 0) & (p != g)
     extra = (g == 0) & (p != 0)
     err = np.zeros(g.shape + (4,), dtype=np.float32)
@@ -323,12 +328,7 @@ def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[Cl
     z = pick_slice(label)
     base = _display_base(np.asarray(image)[z])
     lab = label[z]
-    aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
-    h, w = lab.shape
-    panel_w = 4.2
-    panel_h = min(6.0, max(2.5, panel_w * h * aspect / max(w, 1)))
-    fig = _figure(2 * panel_w, panel_h + 0.9)
-    axes = fig.subplots(1, 2)
+    fig, axes, aspect = _slice_panels(2, lab.shape, spacing)
     for ax, name, shown in ((axes[0], "image", None), (axes[1], "segmentation", lab)):
         _draw_labels(ax, base, shown, classes, aspect)
         ax.set_title(name, fontsize=10)

@@ -1,27 +1,19 @@
 """scripts/evaluate_model.py: thick-slice simulation of a labelled case, and a real run on phantom cases."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from script_modules import load_script
 from test_inference_fixtures import small_phantom, trained_model  # noqa: F401  (fixture)
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_model.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_model"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_model")
 
 
 def test_thick_version_averages_slices_and_keeps_central_labels(script):

@@ -1,7 +1,6 @@
 """scripts/make_training_pack.py: crop to the labels, resample in-plane, keep geometry, labels and pixel type."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -9,16 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_training_pack.py"
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_training_pack", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_training_pack"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_training_pack")
 
 
 def case(folder: Path, cid: str = "c1"):
