@@ -228,7 +228,7 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if folder:
             info = jobs.model_summary(modelDir)
         elif modelDir is None:
-            info = _("No bundled model yet: choose a model folder.")
+            info = _("No bundled model in this installation: choose a model folder.")
         else:
             info = jobs.model_summary(modelDir)
         self.ui.modelInfoLabel.text = info

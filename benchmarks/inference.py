@@ -84,7 +84,7 @@ def make_model_dir(tmp: Path, explicit: Optional[str]) -> Tuple[Path, str]:
     header = modelfile.ModelHeader.create("benchmark-random", "hybrid", preprocessing=PreprocessingConfig().to_dict())
     net = build_network("hybrid", out_channels=header.out_channels)
     path = modelfile.save_model(tmp / "random_default", net, header)
-    return path, "default architecture (hybrid, default width) with random weights (no bundled model yet)"
+    return path, "default architecture (hybrid, default width) with random weights (no bundled model installed)"
 
 
 def phantom_image(path: Path, size=(880, 880, 12)):

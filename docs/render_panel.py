@@ -95,7 +95,7 @@ def build_panel(app, xml: str, collapsed, running: bool):
     else:
         path_edit.setEnabled(False)
         find(QLabel, "modelPathLabel").setEnabled(False)
-        info.setText("No bundled model yet: choose a model folder." if bundled is None
+        info.setText("No bundled model in this installation: choose a model folder." if bundled is None
                      else jobs.model_summary(bundled))
         button.setEnabled(bundled is not None)
     panel.resize(380, panel.sizeHint().height())
@@ -118,7 +118,10 @@ def main(argv=None) -> int:
     app.setFont(font)
     xml, collapsed = standin_ui(UI)
     panels = [build_panel(app, xml, collapsed, running) for running in (False, True)]
-    captions = ["Idle (no bundled model yet)", "Running (Advanced expanded)"]
+    from spineseg import jobs
+
+    captions = ["Idle, bundled model" if jobs.bundled_model_dir() else "Idle (no bundled model installed)",
+                "Running (Advanced expanded)"]
     gap, top = 24, 30
     width = sum(p.width() for p in panels) + gap * (len(panels) + 1)
     height = max(p.height() for p in panels) + top + gap

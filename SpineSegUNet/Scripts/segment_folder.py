@@ -62,7 +62,7 @@ def main(argv):
     if not inputs:
         return fail(f"{args.input}: no NIfTI/NRRD/MHA images found")
     if args.model is None and jobs.bundled_model_dir() is None:
-        return fail("no bundled model yet; pass --model MODEL_DIR")
+        return fail("no bundled model in this installation; pass --model MODEL_DIR")
     options = jobs.SegmentOptions(model=args.model or str(jobs.bundled_model_dir()), device=args.device,
                                   backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink)
     try:
