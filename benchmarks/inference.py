@@ -73,18 +73,20 @@ def original_predict_loop(network, volume, device, limit: Optional[int] = None) 
 def make_model_dir(tmp: Path, explicit: Optional[str]) -> Tuple[Path, str]:
     from spineseg import modelfile
 
+    if explicit == "bundled":
+        default = modelfile.default_model_path()
+        if default is None:
+            raise SystemExit("no bundled model in this installation; give --model DIR")
+        return Path(default), "bundled default model"
     if explicit:
         return Path(explicit), f"{explicit}"
-    default = modelfile.default_model_path() if hasattr(modelfile, "default_model_path") else None
-    if default is not None:
-        return Path(default), "bundled default model"
     from spineseg.networks import build_network
     from spineseg.preprocessing import PreprocessingConfig
 
     header = modelfile.ModelHeader.create("benchmark-random", "hybrid", preprocessing=PreprocessingConfig().to_dict())
     net = build_network("hybrid", out_channels=header.out_channels)
     path = modelfile.save_model(tmp / "random_default", net, header)
-    return path, "default architecture (hybrid, default width) with random weights (no bundled model installed)"
+    return path, "the design's default architecture (hybrid, default width) with random weights"
 
 
 def phantom_image(path: Path, size=(880, 880, 12)):
@@ -99,7 +101,8 @@ def phantom_image(path: Path, size=(880, 880, 12)):
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model folder (default: bundled model or random default architecture)")
+    parser.add_argument("--model", help="model folder, or 'bundled' (default: the design's default architecture, "
+                                        "random weights, at the input's resolution)")
     parser.add_argument("--quick", action="store_true", help="fewer rows and repeats (a smoke run)")
     parser.add_argument("--size", type=int, nargs=3, default=(880, 880, 12), metavar=("X", "Y", "Z"),
                         help="phantom size (x, y, z); default 880 880 12 (smaller only for a smoke run)")
