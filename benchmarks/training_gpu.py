@@ -150,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sampler = _nvml_sampler(torch.cuda.current_device())
         if sampler:
             sampler[0]()
-        result = train(cfg, cases, {}, tmp / f"run-{preset}", model_classes(cfg), device="cuda", tensorboard=False)
+        result = train(cfg, cases, None, tmp / f"run-{preset}", model_classes(cfg), device="cuda", tensorboard=False)
         util = sampler[1]() if sampler else None
         timed = result.history[-1]
         rows.append({"preset": preset, "batch": cfg.batch, "window": "x".join(map(str, cfg.window)),

@@ -31,23 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spineseg.errors import InputError  # noqa: E402
 from spineseg.geometry import CanonicalFrame  # noqa: E402
 from spineseg.training.data import find_cases, read_case  # noqa: E402
-from spineseg.training.sampling import thicken  # noqa: E402
+from spineseg.training.sampling import thick_slice_images  # noqa: E402
 
 
 def thick_version(image: sitk.Image, label: sitk.Image, thick_mm: float) -> Tuple[sitk.Image, sitk.Image, int]:
     """(image, label, k): slices averaged in groups of k, on an axis-aligned grid in the canonical layout."""
-    frame = CanonicalFrame.of(image, warn=False)
-    d_mm = frame.canonical_spacing[0]
-    k = max(1, int(round(thick_mm / d_mm)))
-    img = frame.to_canonical(sitk.GetArrayFromImage(image).astype(np.float32))
-    lab = frame.to_canonical(sitk.GetArrayFromImage(label))
-    timg, tlab = thicken(img, lab, k, 0)
-    out = []
-    for arr in (timg, tlab):
-        im = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-        im.SetSpacing((frame.canonical_spacing[2], frame.canonical_spacing[1], d_mm * k))
-        out.append(im)
-    return out[0], out[1], k
+    k = max(1, int(round(thick_mm / CanonicalFrame.of(image, warn=False).canonical_spacing[0])))
+    thick_image, thick_label = thick_slice_images(image, label, k)
+    return thick_image, thick_label, k
 
 
 def canonical(image: sitk.Image) -> np.ndarray:

@@ -171,6 +171,13 @@ def metrics_from_confusion(cm: np.ndarray, labels: Sequence[int], classes: Seque
     }
 
 
+def reference_labels(label: np.ndarray, classes: Sequence[ClassInfo], binary: bool) -> np.ndarray:
+    """A ground-truth label map in a model's label scheme: a binary model's one class is every structure."""
+    if binary:
+        return (np.asarray(label) != 0).astype(np.uint8) * np.uint8(classes[0].value)
+    return np.asarray(label)
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, classes: Sequence[ClassInfo]) -> Dict[str, Any]:
     """DSC, PPV, sensitivity and voxel counts per class and for the spine union, for one case.
 

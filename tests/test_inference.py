@@ -137,10 +137,7 @@ def _backend(task="multiclass", classes=(SPINE_CLASSES[0],), net=None, spacing=(
         out_channels=2 if task == "multiclass" else 1, window=(4, 16, 16), spacing=tuple(spacing),
         preprocessing={"n4": False, "normalization": "none"}, onnx_file=None, onnx_sha256=None)
 
-    class Loaded:
-        network = net or _SignNet()
-
-    return backends.TorchBackend(info, "cpu", loaded=Loaded())
+    return backends.TorchBackend(info, "cpu", network=net or _SignNet())
 
 
 def _oblique(size, spacing, axes_perm, angle=0.3):

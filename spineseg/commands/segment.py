@@ -22,6 +22,8 @@ OVERLAY_SUFFIX = "_overlay.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spineseg.inference.sliding import DEFAULT_OVERLAP
+
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images or DICOM series folders")
     parser.add_argument("-o", "--output", required=True,
                         help="output label file (one input) or folder (outputs named <input>_seg.nii.gz)")
@@ -34,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n4-shrink", type=int, metavar="N", help="N4 shrink factor (default: the model's)")
     parser.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
                         help="sliding-window size in slices and in-plane voxels (default: the model's training window)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction (default 0.5)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"window overlap fraction (default {DEFAULT_OVERLAP:g})")
     parser.add_argument("--tile", action="store_true",
                         help="run whole in-plane slabs instead of windows (faster on a GPU; more memory)")
     parser.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")

@@ -52,11 +52,14 @@ def model_info(path) -> ModelInfo:
 
     p = Path(path)
     h = read_header(p)
-    if p.is_file():
-        p = p.parent
+    return header_info(h, p.parent if p.is_file() else p)
+
+
+def header_info(h, folder: Path) -> ModelInfo:
+    """What inference needs from a :class:`~spineseg.modelfile.ModelHeader` of a model in ``folder``."""
     onnx = h.onnx or {}
     return ModelInfo(
-        path=p, name=str(h.name), task=str(h.task), classes=tuple(h.classes),
+        path=Path(folder), name=str(h.name), task=str(h.task), classes=tuple(h.classes),
         in_channels=int(h.architecture.in_channels), out_channels=int(h.architecture.out_channels),
         window=tuple(int(v) for v in h.window), spacing=tuple(float(v) for v in h.spacing),
         preprocessing=dict(h.preprocessing), onnx_file=onnx.get("file"), onnx_sha256=onnx.get("sha256"),
@@ -158,18 +161,23 @@ class _DeviceOutOfMemory(Exception):
     """A single window does not fit on the device."""
 
 
-def resolve_torch_device(device: str):
-    """``auto`` -> cuda when available, else cpu; checks that a requested CUDA device exists."""
+def resolve_torch_device(device: str, local_rank: Optional[int] = None):
+    """``auto`` -> cuda when available, else cpu; checks that a requested CUDA device exists.
+
+    ``local_rank``: this process's GPU under torchrun (a CUDA request then means that GPU).
+    Training and inference both resolve devices here.
+    """
     import torch
 
+    device = str(device or "auto")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return torch.device("cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r}: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
-        dev = torch.device(device)
+        dev = torch.device("cuda", local_rank) if local_rank is not None else torch.device(device)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
         return dev
@@ -214,15 +222,18 @@ class TorchBackend:
     #: "auto": our NumPy stitcher on the CPU, MONAI's on a GPU; "monai" or "numpy" to force one
     stitcher = "auto"
 
-    def __init__(self, info: ModelInfo, device: str = "auto", *, loaded=None) -> None:
+    def __init__(self, info: ModelInfo, device="auto", *, network=None) -> None:
+        """``network``: an in-memory network to run as the saved model would (training's validation,
+        as nnU-Net's trainer hands its network to its predictor); None loads the weights in ``info.path``.
+        The network is put in eval mode; a caller that trains it restores training mode.
+        """
         self.info = info
-        self.device = resolve_torch_device(device)
-        if loaded is None:
+        self.device = resolve_torch_device(str(device))
+        if network is None:
             from spineseg.modelfile import load_model
 
-            loaded = load_model(info.path, device=str(self.device))
-        self.loaded = loaded
-        self.network = self.loaded.network.to(self.device).eval()
+            network = load_model(info.path, device=str(self.device)).network
+        self.network = network.to(self.device).eval()
 
     def _run(self, volume: np.ndarray, device, *, window, overlap, batch, amp, want_probabilities,
              progress: ProgressFn, cancel: CancelFn):

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from spineseg.errors import Cancelled, InputError
 from spineseg.geometry import CanonicalFrame
 from spineseg.inference import postprocess
+from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.inference.backends import BACKENDS, open_backend
 from spineseg.labels import SPINE, ClassInfo
 
@@ -39,7 +40,7 @@ class InferenceOptions:
     n4: Optional[bool] = None
     n4_shrink: Optional[int] = None
     window: Optional[Tuple[int, int, int]] = None
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     tile: bool = False
     batch: int = 4
     amp: Optional[bool] = None  # None: bf16 autocast on GPU, off on CPU
@@ -144,6 +145,100 @@ def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int], *, labels: 
     return sitk.GetArrayFromImage(out)
 
 
+def _preprocessing(info, options: InferenceOptions):
+    """The model header's preprocessing with the N4 overrides of ``options``."""
+    from spineseg.preprocessing import PreprocessingConfig
+
+    config = PreprocessingConfig.from_dict(info.preprocessing)
+    if options.n4 is not None:
+        config.n4 = bool(options.n4)
+    if options.n4_shrink is not None:
+        config.n4_shrink = int(options.n4_shrink)
+    return config
+
+
+@dataclass
+class PreparedImage:
+    """A volume as the network takes it: the input's canonical frame, the preprocessed canonical
+    array at the model's in-plane spacing, and the (D, H, W) shape it was resampled to (None: not)."""
+
+    frame: CanonicalFrame
+    array: np.ndarray
+    resampled: Optional[Tuple[int, int, int]]
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+
+def prepare_image(image: sitk.Image, info, options: InferenceOptions, *, progress: ProgressFn = None,
+                  cancel: CancelFn = None) -> PreparedImage:
+    """Check, canonicalise and preprocess ``image`` as the model header (``info``) says.
+
+    Validation keeps the result of this step per case, so the per-epoch cost is the network only.
+    """
+    notes: List[str] = []
+
+    def warn(text: Optional[str]) -> None:
+        if text:
+            notes.append(text)
+            warnings.warn(text, stacklevel=4)
+
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise InputError("image must be a 3D single-channel volume")
+    warn(check_intensities(image))
+    frame = CanonicalFrame.of(image)
+    warn(_check_spacing(frame, info.spacing, info.slice_mm_range))
+
+    config = _preprocessing(info, options)
+    report = progress or (lambda f, m: None)
+    report(0.0, "N4 bias correction" if config.n4 else "preprocessing")
+    array = config.apply(image, progress=lambda f, m="": report(float(f), m or "N4 bias correction"), cancel=cancel)
+    if cancel is not None and cancel():
+        raise Cancelled("inference cancelled")
+    resampled = inplane_target_shape(frame.shape, frame.canonical_spacing, tuple(info.spacing))
+    if resampled is not None:
+        array = resample_inplane(array, resampled)
+    return PreparedImage(frame, array, resampled, notes)
+
+
+def predict_prepared(prepared: PreparedImage, backend, options: InferenceOptions, *, progress: ProgressFn = None,
+                     cancel: CancelFn = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Channel indices (D, H, W) on the input's canonical grid, and the probabilities when asked for."""
+    info = backend.info
+    window = tuple(int(v) for v in (options.window or info.window))
+    train_window = window
+    array = prepared.array
+    if options.tile:
+        # whole in-plane slabs: the networks' norms do not depend on the window size
+        window = (window[0], array.shape[1], array.shape[2])
+    amp = options.amp if options.amp is not None else True
+    indices, probs = backend.predict_volume(
+        array[None], window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
+        want_probabilities=options.probabilities or prepared.resampled is not None,
+        progress=progress, cancel=cancel, fallback_window=train_window)
+    if prepared.resampled is not None:
+        # back to the input grid as probabilities, then decide (nnU-Net does the same)
+        probs = resample_inplane(probs, prepared.frame.shape)
+        indices = postprocess.decide(probs, info.task)
+        if not options.probabilities:
+            probs = None
+    return indices, probs
+
+
+def label_values(indices: np.ndarray, info, options: InferenceOptions) -> Tuple[np.ndarray, List[ClassInfo]]:
+    """Channel indices -> the label values of the model's classes (or the union), cleaned up as asked."""
+    classes = list(info.classes)
+    if info.task == "binary":
+        values = [classes[0].value] if classes else [1]  # indices are 0/1 already
+    else:
+        values = [c.value for c in classes]
+    label = postprocess.indices_to_values(indices, values)
+    if options.binary and info.task != "binary":
+        label = postprocess.union(label)
+        classes = [SPINE]
+    if options.keep_largest:
+        label = postprocess.keep_largest(label, [c.value for c in classes])
+    return label, classes
+
+
 def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOptions] = None,
                   progress: ProgressFn = None, cancel: CancelFn = None) -> SegmentationResult:
     """Segment one volume. ``model``: a model directory or a backend from :func:`load`.
@@ -159,72 +254,23 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
     report = progress or (lambda f, m: None)
     t0 = time.perf_counter()
     timings: Dict[str, float] = {}
-    notes: List[str] = []
 
-    def warn(text: Optional[str]) -> None:
-        if text:
-            notes.append(text)
-            warnings.warn(text, stacklevel=3)
-
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-        raise InputError("image must be a 3D single-channel volume")
-    warn(check_intensities(image))
-    frame = CanonicalFrame.of(image)
-    warn(_check_spacing(frame, info.spacing, info.slice_mm_range))
-
-    from spineseg.preprocessing import PreprocessingConfig
-
-    config = PreprocessingConfig.from_dict(info.preprocessing)
-    if options.n4 is not None:
-        config.n4 = bool(options.n4)
-    if options.n4_shrink is not None:
-        config.n4_shrink = int(options.n4_shrink)
-    prep_share = _PREP_SHARE_N4 if config.n4 else _PREP_SHARE_PLAIN
+    prep_share = _PREP_SHARE_N4 if _preprocessing(info, options).n4 else _PREP_SHARE_PLAIN
     infer_share = 1.0 - prep_share - _POST_SHARE
-    report(0.0, "N4 bias correction" if config.n4 else "preprocessing")
-    array = config.apply(image, progress=lambda f, m="": report(prep_share * float(f), m or "N4 bias correction"),
-                         cancel=cancel)
+    prepared = prepare_image(image, info, options, cancel=cancel,
+                             progress=lambda f, m="": report(prep_share * float(f), m))
     timings["preprocess_s"] = time.perf_counter() - t0
-    if cancel is not None and cancel():
-        raise Cancelled("inference cancelled")
 
-    resampled = inplane_target_shape(frame.shape, frame.canonical_spacing, tuple(info.spacing))
-    if resampled is not None:
-        array = resample_inplane(array, resampled)
-    window = tuple(int(v) for v in (options.window or info.window))
-    train_window = window
-    if options.tile:
-        # whole in-plane slabs: the networks' norms do not depend on the window size
-        window = (window[0], array.shape[1], array.shape[2])
     t1 = time.perf_counter()
-    amp = options.amp if options.amp is not None else True
-    indices, probs = backend.predict_volume(
-        array[None], window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
-        want_probabilities=options.probabilities or resampled is not None,
-        progress=lambda f, m="": report(prep_share + infer_share * float(f), m or "inference"),
-        cancel=cancel, fallback_window=train_window)
-    if resampled is not None:
-        # back to the input grid as probabilities, then decide (nnU-Net does the same)
-        probs = resample_inplane(probs, frame.shape)
-        indices = postprocess.decide(probs, info.task)
-        if not options.probabilities:
-            probs = None
+    indices, probs = predict_prepared(
+        prepared, backend, options, cancel=cancel,
+        progress=lambda f, m="": report(prep_share + infer_share * float(f), m or "inference"))
     timings["inference_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     report(prep_share + infer_share, "post-processing")
-    classes = list(info.classes)
-    if info.task == "binary":
-        label = indices  # 0/1 already
-        values = [classes[0].value] if classes else [1]
-        label = postprocess.indices_to_values(label, values)
-    else:
-        label = postprocess.indices_to_values(indices, [c.value for c in classes])
-    if options.binary and info.task != "binary":
-        label = postprocess.union(label)
-        classes = [SPINE]
-    if options.keep_largest:
-        label = postprocess.keep_largest(label, [c.value for c in classes])
+    label, classes = label_values(indices, info, options)
+    frame = prepared.frame
     label_image = frame.image_from_canonical(label.astype(np.uint8))
     prob_image = None
     if probs is not None:
@@ -234,4 +280,4 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
     timings["postprocess_s"] = time.perf_counter() - t2
     report(1.0, "done")
     return SegmentationResult(label=label_image, classes=classes, probabilities=prob_image,
-                              seconds=time.perf_counter() - t0, timings=timings, warnings=notes)
+                              seconds=time.perf_counter() - t0, timings=timings, warnings=list(prepared.warnings))

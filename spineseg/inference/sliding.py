@@ -17,6 +17,8 @@ import numpy as np
 from spineseg.errors import Cancelled
 
 Window = Tuple[int, int, int]
+#: window overlap of ``spineseg segment`` and of training's validation (which scores as segment runs)
+DEFAULT_OVERLAP = 0.5
 #: (batch, C, D, H, W) float32 in -> (batch, K, D, H, W) float32 out (probabilities)
 BatchPredictor = Callable[[np.ndarray], np.ndarray]
 

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from spineseg.errors import InputError
 from spineseg.training.data import CachedCase, kfold_split
 from spineseg.training.presets import TrainConfig
@@ -23,22 +21,14 @@ from spineseg.training.runner import model_classes, run_training, write_json
 
 
 def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
-    """Overlay arrays of a case from a finished fold's checkpoint (used when a resumed CV skipped the fold)."""
-    import torch
+    """Overlay arrays of a case from a finished fold's saved model (used when a resumed CV skipped the fold)."""
+    from spineseg.inference.backends import open_backend
+    from spineseg.training.validation import Validator
 
-    from spineseg.metrics import case_metrics  # noqa: F401 - same import path as validate
-    from spineseg.networks import build_network
-    from spineseg.training.trainer import evaluation_pair, load_checkpoint, predict_case
-
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    net = build_network(config.model, in_channels=1, out_channels=config.out_channels, **config.hparams)
-    net.load_state_dict(ckpt["model"])
-    classes = model_classes(config)
-    values = np.array([0] + [c.value for c in classes], dtype=np.uint8)
-    image, label = evaluation_pair(case, config)
-    pred = values[predict_case(net, image, config, torch.device("cpu"))]
-    gt = (label > 0).astype(np.uint8) * int(classes[0].value) if config.binary else label
-    return image, gt, pred, tuple(case.spacing)
+    backend = open_backend(run / "model", "torch", "cpu")
+    keep: Dict[str, Any] = {}
+    Validator({case.id: case.source()}, config, backend.info).score(backend, keep=keep)
+    return keep[case.id]
 
 
 def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase], out_dir: os.PathLike, *,

@@ -63,6 +63,11 @@ class CachedCase:
     def foreground(self) -> np.ndarray:
         return np.load(self.folder / "foreground.npy")
 
+    def source(self) -> Case:
+        """The image and label files this entry was made from (validation segments the files)."""
+        meta = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+        return Case(self.id, Path(meta["image"]), Path(meta["label"]))
+
 
 # ----------------------------------------------------------------------------- discovery
 

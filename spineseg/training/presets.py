@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from spineseg.errors import InputError
+from spineseg.inference.sliding import DEFAULT_OVERLAP
 
 PRESETS = ("paper", "default")
 LOSSES = ("mse", "dicece")
@@ -50,7 +51,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast when on GPU (never on CPU)
     seed: int = 0
     val_every: int = 1
-    val_overlap: float = 0.25
+    val_overlap: float = DEFAULT_OVERLAP  # validation scores as 'spineseg segment' runs
     workers: int = 2
     deterministic: bool = False
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # PreprocessingConfig.to_dict()

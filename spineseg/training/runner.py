@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -128,6 +127,15 @@ def build_header(config: TrainConfig, classes: Sequence[ClassInfo], network, *, 
     }
 
 
+def inference_info(header: Dict[str, Any], folder: Path):
+    """The inference engine's view (:class:`~spineseg.inference.backends.ModelInfo`) of a header from
+    :func:`build_header`, for a model to be saved in ``folder``."""
+    from spineseg.inference.backends import header_info
+    from spineseg.modelfile import ModelHeader
+
+    return header_info(ModelHeader.from_dict(header, source=str(folder)), folder)
+
+
 def save_trained_model(path: Path, network, header: Dict[str, Any], *, overwrite: bool = False) -> Path:
     """Write the model directory through the team's model-file module."""
     try:
@@ -168,7 +176,7 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     Only rank 0 writes files. The summary holds the model path, the history and the per-case
     validation metrics (``val_cases``) plus overlay arrays (``overlays``) for reports.
     """
-    from spineseg.training.trainer import environment_info, train, validate
+    from spineseg.training.trainer import environment_info, train
 
     run = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
@@ -189,8 +197,18 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
             event("epoch", **({"fold": fold} if fold is not None else {}), **({"model": config.model}),
                   **{k: record[k] for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s", "eta_s")})
 
-    t0 = time.monotonic()
-    result = train(config, {c: cases[c] for c in train_ids}, {c: cases[c] for c in val_ids}, run, classes,
+    name = name or f"spineseg-{config.model}"
+    spacing = model_spacing([cases[c] for c in train_ids], config)
+    mixed = slice_range([cases[c] for c in train_ids], config)
+    validator = None
+    if val_ids:
+        from spineseg.training.validation import Validator
+
+        # the header the saved model will have: validation runs the network as that model would run
+        early = build_header(config, classes, None, name=name, spacing=spacing, metrics={},
+                             training={"slice_mm_range": mixed} if mixed else {})
+        validator = Validator({c: cases[c].source() for c in val_ids}, config, inference_info(early, run / "model"))
+    result = train(config, {c: cases[c] for c in train_ids}, validator, run, classes,
                    device=device, resume=resume, on_epoch=on_epoch, cancel=cancel, progress=progress)
     out: Dict[str, Any] = {"history": result.history, "run": str(run), "model": None, "val_cases": {},
                            "overlays": {}}
@@ -201,9 +219,9 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     dev = next(result.network.parameters()).device
     keep: Dict[str, Any] = dict(result.overlays)
     val_cases = result.val_cases  # the validation after the last epoch, when this call ran it
-    if val_ids and set(val_cases) != set(val_ids):
+    if validator is not None and set(val_cases) != set(val_ids):
         keep = {}
-        val_cases = validate(result.network, {c: cases[c] for c in val_ids}, config, classes, dev, keep=keep)
+        val_cases = validator(result.network, dev, keep=keep)
     metrics: Dict[str, Any] = {}
     if val_cases:
         from spineseg.metrics import pool_metrics
@@ -215,11 +233,9 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
                                                               "source": data_summary.get("source")},
                 "config": config.to_dict(), "command": command or sys.argv, "fold": fold,
                 "torch": torch.__version__}
-    mixed = slice_range([cases[c] for c in train_ids], config)
     if mixed:
         training["slice_mm_range"] = mixed  # the inference spacing check accepts this whole range
-    header = build_header(config, classes, result.network, name=name or f"spineseg-{config.model}",
-                          spacing=model_spacing([cases[c] for c in train_ids], config), training=training,
+    header = build_header(config, classes, result.network, name=name, spacing=spacing, training=training,
                           metrics=metrics)
     model_dir = save_trained_model(run / "model", result.network, header, overwrite=resume)
     if val_cases and write_report:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 
 from spineseg.training.data import CachedCase
 from spineseg.training.presets import TrainConfig, thick_k
@@ -50,6 +51,27 @@ def thicken(image: np.ndarray, label: Optional[np.ndarray], k: int, offset: int 
     if label is not None:
         lab = np.ascontiguousarray(label[offset + k // 2: stop: k])
     return img, lab
+
+
+def thick_slice_images(image: sitk.Image, label: sitk.Image, k: int) -> Tuple[sitk.Image, sitk.Image]:
+    """A case as a thick-slice acquisition: :func:`thicken` by ``k`` along the slice axis.
+
+    The images are on an axis-aligned grid in the canonical layout (slice spacing times ``k``),
+    so segmenting and scoring them is what a user would do with such a scan.
+    """
+    from spineseg.geometry import CanonicalFrame
+
+    frame = CanonicalFrame.of(image, warn=False)
+    img = frame.to_canonical(sitk.GetArrayFromImage(image).astype(np.float32))
+    lab = frame.to_canonical(sitk.GetArrayFromImage(label))
+    timg, tlab = thicken(img, lab, k, 0)
+    d_mm, h_mm, w_mm = frame.canonical_spacing
+    out = []
+    for arr in (timg, tlab):
+        im = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+        im.SetSpacing((w_mm, h_mm, d_mm * max(1, int(k))))
+        out.append(im)
+    return out[0], out[1]
 
 
 def label_lookup(values: Sequence[int], binary: bool) -> np.ndarray:

@@ -28,9 +28,11 @@ import numpy as np
 
 from spineseg.errors import Cancelled, InputError
 from spineseg.labels import ClassInfo
+from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
-from spineseg.training.presets import TrainConfig, lr_factor, thick_k
-from spineseg.training.sampling import WindowDataset, thicken
+from spineseg.training.presets import TrainConfig, lr_factor
+from spineseg.training.sampling import WindowDataset
+from spineseg.training.validation import Validator
 
 EpochCallback = Callable[[Dict[str, Any]], None]
 CHECKPOINT_FORMAT = "spineseg-checkpoint"
@@ -92,23 +94,6 @@ def init_distributed(device: str = "auto") -> Dist:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local)
-
-
-def resolve_device(device: str, dist_info: Dist):
-    import torch
-
-    d = str(device or "auto")
-    if d == "auto":
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-        if dist_info.world > 1:
-            return torch.device("cuda", dist_info.local_rank)
-        return torch.device(d)
-    if d != "cpu":
-        raise InputError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -194,54 +179,6 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     return ckpt
 
 
-# ----------------------------------------------------------------------------- validation
-
-def predict_case(network, image: np.ndarray, config: TrainConfig, device, *, batch: int = 4) -> np.ndarray:
-    """Channel indices (D, H, W) for a canonical preprocessed volume (sliding window, Gaussian blend)."""
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    was_training = network.training
-    network.eval()
-    x = torch.from_numpy(np.array(image, dtype=np.float32))[None, None].to(device)
-    window = [min(int(w), int(s)) if i == 0 else int(w) for i, (w, s) in enumerate(zip(config.window, image.shape))]
-    use_amp = device.type == "cuda" and config.amp
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        logits = sliding_window_inference(x, window, batch, network, overlap=config.val_overlap, mode="gaussian")
-    network.train(was_training)
-    logits = logits.float()
-    if config.binary:
-        return (logits[0, 0] > 0).to(torch.uint8).cpu().numpy()
-    return logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-
-
-def evaluation_pair(case: CachedCase, config: TrainConfig):
-    """(image, label) of a validation case as the model sees it: thick-slice simulated with offset 0."""
-    k = thick_k(config, case.spacing[0])
-    return thicken(np.asarray(case.image()), np.asarray(case.label()), k, 0)
-
-
-def validate(network, cases: Dict[str, CachedCase], config: TrainConfig, classes: Sequence[ClassInfo], device,
-             *, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
-    """Per-case metrics (:func:`spineseg.metrics.case_metrics`) on ``cases``.
-
-    ``keep``: filled with case id -> (image, gt, pred) canonical arrays for overlays.
-    """
-    from spineseg.metrics import case_metrics
-
-    values = np.array([0] + [c.value for c in classes], dtype=np.uint8)
-    out: Dict[str, Dict[str, Any]] = {}
-    for cid in sorted(cases):
-        image, label = evaluation_pair(cases[cid], config)
-        pred_idx = predict_case(network, image, config, device)
-        pred = values[pred_idx]
-        gt = (label > 0).astype(np.uint8) * int(classes[0].value) if config.binary else label
-        out[cid] = case_metrics(pred, gt, classes)
-        if keep is not None:
-            keep[cid] = (image, gt, pred, tuple(cases[cid].spacing))
-    return out
-
-
 # ----------------------------------------------------------------------------- the loop
 
 @dataclass
@@ -255,12 +192,15 @@ class TrainResult:
     overlays: Dict[str, Any] = field(default_factory=dict)
 
 
-def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Dict[str, CachedCase],
+def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Optional[Validator],
           run_dir: os.PathLike, classes: Sequence[ClassInfo], *, device: str = "auto", resume: bool = False,
           on_epoch: Optional[EpochCallback] = None, cancel: Optional[Callable[[], bool]] = None,
           progress: Optional[Callable[[float, str], None]] = None, tensorboard: bool = True,
           record_indices: Optional[List[int]] = None) -> TrainResult:
     """Train one network; returns it (unwrapped, on CPU-or-device) with the per-epoch history.
+
+    ``validator``: scores the network on the validation cases (rank 0, every ``val_every`` epochs
+    and after the last); None: no validation.
 
     ``record_indices`` (tests): filled with the plan indices this rank trained on, per epoch
     offset by ``epoch * 1_000_000``.
@@ -273,7 +213,7 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
     run = Path(run_dir)
     ckpt_path = run / "checkpoints" / "last.pt"
     dist_info = init_distributed(device)
-    dev = resolve_device(device, dist_info)
+    dev = resolve_torch_device(device, dist_info.local_rank if dist_info.world > 1 else None)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(int(config.seed))
@@ -368,9 +308,9 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], val_cases: Di
         scheduler.step()
         train_s = time.monotonic() - t0
         val_dsc = None
-        if dist_info.main and val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+        if dist_info.main and validator and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             last_overlays = {}
-            last_val = validate(net, val_cases, config, classes, dev, keep=last_overlays)
+            last_val = validator(net, dev, keep=last_overlays)
             pooled = _pool(last_val, classes)
             val_dsc = float(pooled["mean_dsc"])
             val_dsc = val_dsc if val_dsc == val_dsc else None  # NaN: nothing to score (no structure anywhere)
