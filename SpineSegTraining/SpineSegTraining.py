@@ -4,7 +4,7 @@ Thin Slicer layer over the ``spineseg`` core: training runs in a separate Python
 process (``python -m spineseg train|cv ... --json``, or torchrun for several GPUs)
 polled by a QTimer, so the GUI stays alive and Cancel can kill the process tree.
 Command-line building, event parsing, curves, the results table and run discovery
-live in ``spineseg.training_panel`` (tested with pytest outside Slicer); this file
+live in ``spineseg.moduleslogic`` (tested with pytest outside Slicer); this file
 only wires them to widgets, a plot chart node and the application settings.
 
 Runs on Slicer 5.8 (Python 3.9) and later: no ``X | Y`` types, no ``match``.
@@ -39,7 +39,18 @@ except ImportError:  # source checkout (module added with --additional-module-pa
     if os.path.isdir(os.path.join(_repositoryRoot, "spineseg")):
         sys.path.insert(0, _repositoryRoot)
 
-from spineseg import training_panel  # noqa: E402  (pure Python: no torch import)
+from spineseg.errors import EXIT_INPUT  # noqa: E402  (the core: pure Python, no torch import)
+from spineseg.moduleslogic import (  # noqa: E402
+    dataset_check,
+    model_registry,
+    process,
+    requirements,
+    results_table,
+    run_folder,
+    run_monitor,
+    training_command,
+)
+from spineseg.networks import network_names  # noqa: E402
 
 #: one chart per quantity (their scales differ: a loss of ~2 would flatten a DSC of ~0.8)
 CHART_NAMES = {"loss": "SpineSeg training loss", "val_dsc": "SpineSeg validation DSC"}
@@ -94,7 +105,7 @@ class Device(enum.Enum):
         return {"auto": _("Auto"), "cpu": _("CPU"), "cuda": _("GPU (CUDA)")}[self.value]
 
 
-ARCHITECTURES = list(training_panel.architectures())
+ARCHITECTURES = list(network_names())
 
 
 @parameterNodeWrapper
@@ -215,7 +226,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = running
         resumable = None
         if not running and self._parameterNode and _pathText(self._parameterNode.outputFolder):
-            resumable = training_panel.find_resumable_run(_pathText(self._parameterNode.outputFolder))
+            resumable = run_folder.find_resumable_run(_pathText(self._parameterNode.outputFolder))
         self.ui.resumeButton.enabled = resumable is not None
         outputFolder = _pathText(self._parameterNode.outputFolder) if self._parameterNode else ""
         if not running and outputFolder != self._resultsFolder:  # another folder: show its results, if any
@@ -228,7 +239,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCheckDataset(self) -> None:
         """Check the dataset one case per timer tick (each case is read in full) so the GUI stays alive."""
         folder = _pathText(self._parameterNode.dataFolder) if self._parameterNode else ""
-        self._datasetCheck = training_panel.check_dataset(folder)
+        self._datasetCheck = dataset_check.check_dataset(folder)
         self.ui.checkDatasetButton.enabled = False
         self.ui.datasetSummaryTextEdit.setPlainText(_("Checking {path}...").format(path=folder))
         qt.QTimer.singleShot(0, self._checkNextCase)
@@ -250,7 +261,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QTimer.singleShot(0, self._checkNextCase)
 
     # -- runs
-    def onStart(self, mode: str, resumeRun: "Optional[training_panel.RunInfo]" = None) -> None:
+    def onStart(self, mode: str, resumeRun: "Optional[run_folder.RunInfo]" = None) -> None:
         try:
             options = self.logic.trainingOptions(self._parameterNode, mode)
             if resumeRun is not None:
@@ -277,7 +288,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def onResume(self) -> None:
-        run = training_panel.find_resumable_run(_pathText(self._parameterNode.outputFolder))
+        run = run_folder.find_resumable_run(_pathText(self._parameterNode.outputFolder))
         if run is None:
             slicer.util.errorDisplay(_("No unfinished run with a checkpoint in the output folder."))
             return
@@ -322,7 +333,7 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showResults(self, outputFolder: str, done: Optional[Dict[str, Any]] = None) -> None:
         """Fill the results table, report links and "Use this model" from a run folder."""
         self._resultsFolder = outputFolder
-        table = training_panel.read_results(outputFolder) if outputFolder else None
+        table = results_table.read_results(outputFolder) if outputFolder else None
         widget = self.ui.resultsTableWidget
         widget.clear()
         if table is None:
@@ -351,8 +362,8 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 model=model)) for model, png in table.confusion.items()]
             self.ui.reportLabel.text = _("Report: ") + " | ".join(parts)
             self.ui.reportLabel.toolTip = str(report)
-        info = training_panel.run_info(outputFolder) if outputFolder else None
-        model = training_panel.find_trained_model(outputFolder, done) if outputFolder else None
+        info = run_folder.run_info(outputFolder) if outputFolder else None
+        model = run_folder.find_trained_model(outputFolder, done) if outputFolder else None
         self._model = model
         self.ui.useModelButton.enabled = model is not None
         self.ui.useModelButton.toolTip = (
@@ -389,16 +400,16 @@ class SpineSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class TrainingRun:
     """One background training process with its monitor (events -> log lines, curves, progress)."""
 
-    def __init__(self, options: "training_panel.TrainingOptions", job,
-                 resumeRun: "Optional[training_panel.RunInfo]" = None) -> None:
+    def __init__(self, options: "training_command.TrainingOptions", job,
+                 resumeRun: "Optional[run_folder.RunInfo]" = None) -> None:
         import time
 
         self.options = options
         self.job = job
         if resumeRun is not None:  # keep the curves of the epochs done before the interruption
-            self.monitor = training_panel.replay_run(resumeRun)
+            self.monitor = run_monitor.replay_run(resumeRun)
         else:
-            self.monitor = training_panel.RunMonitor(options)
+            self.monitor = run_monitor.RunMonitor(options)
         self._started = time.monotonic()
 
     def poll(self) -> List[str]:
@@ -414,14 +425,10 @@ class TrainingRun:
         return time.monotonic() - self._started
 
     def failure(self) -> str:
-        from spineseg import jobs
-
-        message = jobs.failure_message(self.job.returncode, error_event=self.job.error,
-                                       stderr_lines=list(self.job.stderr_lines), cancelled=self.job.cancelled)
-        return message.replace("Segmentation", "Training")
+        return self.job.failure(task="Training", installer="SpineSeg Training")
 
     def modelDirectory(self) -> Optional[pathlib.Path]:
-        return training_panel.find_trained_model(self.options.output, self.monitor.done)
+        return run_folder.find_trained_model(self.options.output, self.monitor.done)
 
 
 #
@@ -439,12 +446,12 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
         return SpineSegTrainingParameterNode(super().getParameterNode())
 
     @staticmethod
-    def trainingOptions(parameterNode, mode: str) -> "training_panel.TrainingOptions":
+    def trainingOptions(parameterNode, mode: str) -> "training_command.TrainingOptions":
         """The panel's parameters as TrainingOptions (ValueError with a readable reason)."""
         models = [parameterNode.architecture]
         if mode == "cv" and parameterNode.cvModels.strip():
             models = [m.strip() for m in parameterNode.cvModels.split(",") if m.strip()]
-        options = training_panel.TrainingOptions(
+        options = training_command.TrainingOptions(
             mode=mode,
             data=_pathText(parameterNode.dataFolder),
             output=_pathText(parameterNode.outputFolder),
@@ -454,44 +461,32 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
             folds=int(parameterNode.folds),
             binary=bool(parameterNode.binary),
             device=parameterNode.device.value,
-            gpus=training_panel.parse_gpu_list(parameterNode.gpus),
+            gpus=training_command.parse_gpu_list(parameterNode.gpus),
         )
         options.validate()
         return options
 
     @staticmethod
     def ensureDependencies(interactive: bool = True) -> bool:
-        """Training needs PyTorch and MONAI in Slicer's Python: SpineSeg UNet's installer offers them
-        (PyTorch through the PyTorch extension, which picks the build for the GPU)."""
-        try:
-            import SpineSegUNet
-        except ImportError:
-            from spineseg import jobs
-
-            missing = [r.module for r in jobs.missing_requirements("torch")]
-            if missing and interactive:
-                slicer.util.errorDisplay(_("Training needs these Python packages: {names}. Install them with the "
-                                           "SpineSeg UNet module (PyTorch backend) or the PyTorch extension.").format(
-                                               names=", ".join(missing)))
-            return not missing
-        return SpineSegUNet.SpineSegUNetLogic().ensureDependencies("torch", interactive=interactive)
+        """Training needs PyTorch and MONAI in Slicer's Python: offer to install them (PyTorch through
+        the PyTorch extension, which picks the build for the GPU)."""
+        return requirements.ensure_requirements("torch", slicer.util, title=_("SpineSeg Training"),
+                                                install_torch=pytorchInstaller(), interactive=interactive)
 
     @staticmethod
-    def startRun(options: "training_panel.TrainingOptions", resumeRun: "Optional[training_panel.RunInfo]" = None,
+    def startRun(options: "training_command.TrainingOptions", resumeRun: "Optional[run_folder.RunInfo]" = None,
                  python: Optional[str] = None) -> TrainingRun:
         """Start ``options`` (or continue ``resumeRun`` with its original arguments) in a background process."""
-        from spineseg import jobs
-
-        python = python or jobs.python_executable()
+        python = python or process.python_executable()
         if resumeRun is not None:
-            argv = training_panel.resume_command(resumeRun, options, python=python)
+            argv = training_command.resume_command(resumeRun, options, python=python)
         else:
-            argv = training_panel.build_command(options, python=python)
+            argv = training_command.build_command(options, python=python)
         logging.info("SpineSeg training: %s", " ".join(argv))
-        job = jobs.Job(argv, env=training_panel.child_environment(options)).start()
+        job = process.Job(argv, env=training_command.training_environment(options)).start()
         return TrainingRun(options, job, resumeRun)
 
-    def runBlocking(self, options: "training_panel.TrainingOptions", timeout: Optional[float] = None) -> TrainingRun:
+    def runBlocking(self, options: "training_command.TrainingOptions", timeout: Optional[float] = None) -> TrainingRun:
         """Run to the end, keeping the GUI responsive (tests, scripts)."""
         import time
 
@@ -525,7 +520,7 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
             node.SetAttribute(CURVES_ATTRIBUTE, "1")
         return node
 
-    def updateCurves(self, monitor: "training_panel.RunMonitor") -> Dict[str, Any]:
+    def updateCurves(self, monitor: "run_monitor.RunMonitor") -> Dict[str, Any]:
         """One table node per training (epoch, loss, val_dsc); a loss chart and a validation-DSC chart
         with one series per training, the same colour in both. Returns the charts by quantity."""
         import numpy as np
@@ -568,12 +563,20 @@ class SpineSegTrainingLogic(ScriptedLoadableModuleLogic):
     def registerModel(modelDir) -> List[str]:
         """Add ``modelDir`` to the ``SpineSeg/UserModels`` setting that SpineSeg UNet's model selector reads."""
         settings = slicer.app.userSettings()
-        from spineseg import jobs
-
-        models = jobs.add_user_model(settings.value(jobs.USER_MODELS_KEY), modelDir)
-        settings.setValue(jobs.USER_MODELS_KEY, models)
+        models = model_registry.add_user_model(settings.value(model_registry.USER_MODELS_KEY), modelDir)
+        settings.setValue(model_registry.USER_MODELS_KEY, models)
         settings.sync()
         return models
+
+
+def pytorchInstaller():
+    """The PyTorch extension's torch installer (it picks the build for the GPU), or None without that extension."""
+    if not hasattr(slicer.modules, "pytorchutils"):
+        return None
+    import PyTorchUtils
+
+    return lambda version: PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=version) is not None
 
 
 #
@@ -606,15 +609,13 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
     def test_BadDatasetFailsWithExitCode2(self):
         import tempfile
 
-        from spineseg import jobs
-
         with tempfile.TemporaryDirectory() as tmp:
             empty = os.path.join(tmp, "empty")
             os.makedirs(empty)
             out = os.path.join(tmp, "run")
-            options = training_panel.TrainingOptions(mode="train", data=empty, output=out, epochs=1, device="cpu")
+            options = training_command.TrainingOptions(mode="train", data=empty, output=out, epochs=1, device="cpu")
             run = SpineSegTrainingLogic().runBlocking(options, timeout=300)
-            self.assertEqual(run.job.returncode, jobs.EXIT_INPUT, list(run.job.stderr_lines))
+            self.assertEqual(run.job.returncode, EXIT_INPUT, list(run.job.stderr_lines))
             self.assertIsNone(run.modelDirectory())
         self.delayDisplay("Bad dataset test passed")
 
@@ -629,12 +630,12 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
             data = os.path.join(tmp, "data")
             os.makedirs(data)
             self._phantomDataset(data)
-            summary = training_panel.summarize_dataset(data)
+            summary = dataset_check.summarize_dataset(data)
             self.assertTrue(summary.ok, summary.text())
             self.assertEqual(summary.classes, [1, 2, 3])
 
             out = os.path.join(tmp, "run")
-            options = training_panel.TrainingOptions(
+            options = training_command.TrainingOptions(
                 mode="train", data=data, output=out, models=["hybrid"], epochs=1, batch=2, device="cpu",
                 extra_args=["--window", "12", "64", "64", "--windows-per-case", "2", "--no-n4", "--workers", "0",
                             "--hparam", "width=4"])  # small and fast: this checks the plumbing, not the network
@@ -665,17 +666,15 @@ class SpineSegTrainingTest(ScriptedLoadableModuleTest):
             self.assertTrue(os.path.isfile(os.path.join(str(model), header["weights"]["file"])))
 
             # Use this model: registered once, however often it is clicked
-            from spineseg import jobs
-
             settings = slicer.app.userSettings()
-            saved = settings.value(jobs.USER_MODELS_KEY)
+            saved = settings.value(model_registry.USER_MODELS_KEY)
             try:
                 logic.registerModel(model)
                 models = logic.registerModel(model)
                 self.assertEqual(models.count(str(pathlib.Path(model).resolve())), 1)
             finally:
                 if saved is None:
-                    settings.remove(jobs.USER_MODELS_KEY)
+                    settings.remove(model_registry.USER_MODELS_KEY)
                 else:
-                    settings.setValue(jobs.USER_MODELS_KEY, saved)
+                    settings.setValue(model_registry.USER_MODELS_KEY, saved)
         self.delayDisplay("Training test passed")

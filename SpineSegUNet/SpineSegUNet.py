@@ -4,7 +4,7 @@ Thin Slicer layer over the ``spineseg`` core: the segmentation runs in a separat
 Python process (``python -m spineseg segment ... --json``) so the GUI stays alive
 and Cancel can kill it; this module only converts MRML <-> files, shows progress
 and builds the segmentation node. Logic that does not need MRML or Qt lives in
-``spineseg.jobs`` and ``spineseg.terminology`` (tested with pytest outside Slicer).
+``spineseg.moduleslogic`` and ``spineseg.terminology`` (tested with pytest outside Slicer).
 
 Runs on Slicer 5.8 (Python 3.9) and later: no ``X | Y`` types, no ``match``.
 """
@@ -41,6 +41,9 @@ except ImportError:  # source checkout (module added with --additional-module-pa
     _repositoryRoot = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.path.isdir(os.path.join(_repositoryRoot, "spineseg")):
         sys.path.insert(0, _repositoryRoot)
+
+from spineseg import terminology  # noqa: E402
+from spineseg.moduleslogic import model_registry, process, requirements, segment_command  # noqa: E402
 
 
 #
@@ -180,8 +183,6 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        from spineseg import jobs
-
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
@@ -189,10 +190,10 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = firstVolumeNode
         # Models registered by SpineSeg Training's "Use this model" appear in the folder's history
         # (setting the key re-reads it), and the newest is chosen when nothing else is.
-        self.ui.modelPathLineEdit.settingKey = jobs.USER_MODELS_KEY
-        userModels = jobs.user_model_dirs(slicer.app.userSettings().value(jobs.USER_MODELS_KEY))
+        self.ui.modelPathLineEdit.settingKey = model_registry.USER_MODELS_KEY
+        userModels = model_registry.user_model_dirs(slicer.app.userSettings().value(model_registry.USER_MODELS_KEY))
         noFolder = str(self._parameterNode.modelPath) in ("", ".")
-        if userModels and noFolder and jobs.bundled_model_dir() is None:
+        if userModels and noFolder and model_registry.bundled_model_dir() is None:
             self._parameterNode.modelSource = ModelSource.FOLDER
             self._parameterNode.modelPath = userModels[0]
 
@@ -208,8 +209,6 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        from spineseg import jobs
-
         p = self._parameterNode
         if self._run is not None:
             self.ui.segmentButton.text = _("Cancel")
@@ -226,11 +225,11 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.n4ShrinkSpinBox.enabled = p.n4
         modelDir = self.logic.modelDirectory(p)
         if folder:
-            info = jobs.model_summary(modelDir)
+            info = model_registry.model_summary(modelDir)
         elif modelDir is None:
             info = _("No bundled model in this installation: choose a model folder.")
         else:
-            info = jobs.model_summary(modelDir)
+            info = model_registry.model_summary(modelDir)
         self.ui.modelInfoLabel.text = info
         modelOk = modelDir is not None and (modelDir / "model.json").is_file()
         if not p.inputVolume:
@@ -274,8 +273,6 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cancel()
 
     def onPollRun(self) -> None:
-        from spineseg import jobs
-
         run = self._run
         if run is None:
             self._timer.stop()
@@ -283,7 +280,7 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for event in run.poll():
             if event.get("event") == "progress":
                 self.ui.progressBar.value = int(round(100 * float(event.get("fraction") or 0.0)))
-                self.ui.statusLabel.text = jobs.progress_text(event)
+                self.ui.statusLabel.text = process.progress_text(event)
         if not run.finished:
             return
         self._timer.stop()
@@ -375,19 +372,15 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def modelDirectory(parameterNode) -> Optional[pathlib.Path]:
         """The model folder the parameters point at, or None (no bundled model / no folder chosen)."""
-        from spineseg import jobs
-
         if parameterNode.modelSource == ModelSource.BUNDLED:
-            return jobs.bundled_model_dir()
+            return model_registry.bundled_model_dir()
         path = parameterNode.modelPath
         return None if str(path) in ("", ".") else pathlib.Path(path)
 
     @staticmethod
     def segmentOptions(parameterNode):
-        from spineseg import jobs
-
         modelDir = SpineSegUNetLogic.modelDirectory(parameterNode)
-        return jobs.SegmentOptions(
+        return segment_command.SegmentOptions(
             model=str(modelDir) if modelDir is not None else None,
             device=parameterNode.device.value, backend=parameterNode.backend.value,
             n4=parameterNode.n4, n4_shrink=parameterNode.n4Shrink if parameterNode.n4 else None)
@@ -395,58 +388,10 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
     # -- dependencies --------------------------------------------------------------------
 
     def ensureDependencies(self, backend: str, interactive: bool = True) -> bool:
-        """Offer to install what the backend needs; never installs without a confirmation.
-
-        Headless (``interactive=False``) it only reports what is missing. Returns True
-        when everything is importable now.
-        """
-        from spineseg import jobs
-
-        missing = jobs.missing_requirements(backend)
-        if not missing:
-            return True
-        names = ", ".join(r.module for r in missing)
-        if not interactive:
-            logging.error(f"SpineSeg UNet needs these Python packages for the {backend} backend: {names}. "
-                          "Install them from the module panel or with slicer.util.pip_install.")
-            return False
-        viaPyTorchUtils = [r for r in missing if r.via_pytorch_utils]
-        usePyTorchUtils = bool(viaPyTorchUtils) and hasattr(slicer.modules, "pytorchutils")
-        if viaPyTorchUtils and not usePyTorchUtils:
-            slicer.util.errorDisplay(
-                _("The PyTorch backend needs PyTorch. Install the PyTorch extension from the Extensions Manager "
-                  "(it picks the build that fits your GPU), restart Slicer, then try again; or choose the "
-                  "ONNX Runtime backend under Advanced."), windowTitle=_("SpineSeg UNet"))
-            return False
-        if not slicer.util.confirmOkCancelDisplay(
-                _("SpineSeg UNet needs these Python packages: {names}.\n\nDownload and install them now? "
-                  "This needs an internet connection and may take a few minutes.").format(names=names),
-                windowTitle=_("SpineSeg UNet: install dependencies")):
-            return False
-        loadedBefore = list(sys.modules)  # to tell whether an installed package was already imported
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-                if usePyTorchUtils:
-                    import PyTorchUtils
-
-                    spec = viaPyTorchUtils[0].pip  # e.g. "torch>=2.1": PyTorchUtils wants the ">=2.1" part
-                    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-                    if torchLogic.installTorch(askConfirmation=False,
-                                               torchVersionRequirement=spec[len("torch"):]) is None:
-                        return False
-                pipSpecs = [r.pip for r in missing if not r.via_pytorch_utils]
-                if pipSpecs:
-                    slicer.util.pip_install(pipSpecs)
-        except Exception:  # already shown to the user by tryWithErrorDisplay
-            logging.exception("SpineSeg UNet: installing Python packages failed")
-            return False
-        if jobs.restart_needed(missing, loadedBefore):
-            if slicer.util.confirmYesNoDisplay(
-                    _("The packages were installed, but Slicer had already loaded an older version of some of "
-                      "them. Restart Slicer now to use the new ones?"), windowTitle=_("SpineSeg UNet")):
-                slicer.util.restart()
-            return False
-        return not jobs.missing_requirements(backend)
+        """Offer to install what the backend needs (:func:`spineseg.moduleslogic.requirements.ensure_requirements`);
+        never installs without a confirmation. Returns True when everything is importable now."""
+        return requirements.ensure_requirements(backend, slicer.util, title=_("SpineSeg UNet"),
+                                                install_torch=pytorchInstaller(), interactive=interactive)
 
     # -- running -------------------------------------------------------------------------
 
@@ -458,8 +403,6 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         """
         import SimpleITK as sitk
         import sitkUtils
-        from spineseg import jobs
-
         if inputVolume is None or inputVolume.GetImageData() is None:
             raise ValueError(_("Select an input volume that has image data."))
         tempDir = tempfile.mkdtemp(prefix="SpineSegUNet-", dir=slicer.app.temporaryPath)
@@ -468,9 +411,9 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             outputPath = os.path.join(tempDir, "segmentation.nrrd")
             # sitkUtils copies the voxels and geometry without touching the node's storage (the scene stays as is)
             sitk.WriteImage(sitkUtils.PullVolumeFromSlicer(inputVolume), inputPath, True)
-            argv = jobs.segment_command(jobs.python_executable(), [inputPath], outputPath, options)
+            argv = segment_command.segment_command(process.python_executable(), [inputPath], outputPath, options)
             logging.info("SpineSeg UNet: " + " ".join(argv))
-            job = jobs.Job(argv, env=jobs.child_environment(), cwd=tempDir).start()
+            job = process.Job(argv, env=process.child_environment(), cwd=tempDir).start()
         except Exception:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
@@ -484,9 +427,8 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         """
         import SimpleITK as sitk
         import sitkUtils
-        from spineseg import jobs, terminology
 
-        specs = terminology.segment_specs(jobs.result_classes(run.job.done, run.modelDir))
+        specs = terminology.segment_specs(model_registry.result_classes(run.job.done, run.modelDir))
         labelImage = sitk.ReadImage(run.outputPath)
         inputVolume = run.inputVolume
         segmentationNode = run.outputSegmentation
@@ -534,13 +476,11 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
                 show3D: bool = False, progress: Optional[Callable[[float, str], None]] = None,
                 timeout: Optional[float] = None):
         """Segment synchronously (headless use and tests); raises RuntimeError with one sentence on failure."""
-        from spineseg import jobs
-
         run = self.startSegmentation(inputVolume, options, outputSegmentation, modelDir, show3D)
         try:
             def onEvent(event):
                 if progress is not None and event.get("event") == "progress":
-                    progress(float(event.get("fraction") or 0.0), jobs.progress_text(event))
+                    progress(float(event.get("fraction") or 0.0), process.progress_text(event))
 
             run.job.wait(timeout=timeout, on_event=onEvent)
             run.elapsed = time.monotonic() - run._start
@@ -549,6 +489,16 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             return self.finishSegmentation(run)
         finally:
             run.cleanup()
+
+
+def pytorchInstaller():
+    """The PyTorch extension's torch installer (it picks the build for the GPU), or None without that extension."""
+    if not hasattr(slicer.modules, "pytorchutils"):
+        return None
+    import PyTorchUtils
+
+    return lambda version: PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=version) is not None
 
 
 def setSegmentTerminology(segment, entry: str) -> None:
@@ -599,14 +549,12 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
         return sitkUtils.PushVolumeToSlicer(phantom.image, None, "SpineSegPhantom")
 
     def test_FailureLeavesSceneUnchanged(self):
-        from spineseg import jobs
-
         self.delayDisplay("Failure leaves the scene unchanged")
         volume = self._phantomVolume()
         before = slicer.mrmlScene.GetNumberOfNodes()
         emptyModel = tempfile.mkdtemp(prefix="SpineSegUNetTest-")
         try:
-            options = jobs.SegmentOptions(model=emptyModel, device="cpu", backend="onnx", n4=False)
+            options = segment_command.SegmentOptions(model=emptyModel, device="cpu", backend="onnx", n4=False)
             with self.assertRaises(RuntimeError) as context:
                 SpineSegUNetLogic().segment(volume, options, timeout=300)
         finally:
@@ -620,10 +568,9 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
 
     def test_SampleSegmentation(self):
         import numpy as np
-        from spineseg import jobs, terminology
         from spineseg.samples import bundled_sample
 
-        modelDir = jobs.bundled_model_dir()
+        modelDir = model_registry.bundled_model_dir()
         sample = bundled_sample()
         if modelDir is None or sample is None:
             self.skipTest("no bundled model or sample in Resources/")
@@ -636,13 +583,13 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
         volume = slicer.util.loadVolume(str(sample[0]))
         reference = slicer.util.loadLabelVolume(str(sample[1]))
         fractions = []
-        options = jobs.SegmentOptions(model=str(modelDir), device="cpu", backend=backend, n4=True)
+        options = segment_command.SegmentOptions(model=str(modelDir), device="cpu", backend=backend, n4=True)
         segmentationNode = logic.segment(volume, options, show3D=True,
                                          progress=lambda f, m: fractions.append(f), timeout=600)
 
         self.assertTrue(fractions, "no progress reported")
         self.assertEqual(fractions, sorted(fractions))
-        header = jobs.result_classes(None, modelDir)
+        header = model_registry.result_classes(None, modelDir)
         specs = terminology.segment_specs(header)
         segmentation = segmentationNode.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), len(specs))

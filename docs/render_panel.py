@@ -4,8 +4,8 @@ Slicer's own widgets stand in as their Qt base classes (qMRMLNodeComboBox -> QCo
 ctkCollapsibleButton -> QGroupBox, ctkPathLineEdit -> QLineEdit, qMRMLWidget -> QWidget)
 in a temporary copy of the .ui, loaded with PySide6's QUiLoader on the offscreen platform.
 Two states side by side: idle (what the module shows now, including the model message
-from spineseg.jobs) and running with Advanced expanded (Segment turned into Cancel,
-progress with ETA text from spineseg.jobs.progress_text).
+from spineseg.moduleslogic.model_registry) and running with Advanced expanded (Segment turned into Cancel,
+progress with ETA text from spineseg.moduleslogic.process.progress_text).
 
     pip install PySide6-Essentials
     QT_QPA_PLATFORM=offscreen python docs/render_panel.py [-o docs/images/segment_panel.png]
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from spineseg.moduleslogic import model_registry, process
 
 ROOT = Path(__file__).resolve().parents[1]
 UI = ROOT / "SpineSegUNet" / "Resources" / "UI" / "SpineSegUNet.ui"
@@ -58,8 +60,6 @@ def build_panel(app, xml: str, collapsed, running: bool):
     from PySide6.QtUiTools import QUiLoader
     from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QLineEdit, QProgressBar, QPushButton, QWidget
 
-    from spineseg import jobs
-
     buf = QBuffer()
     buf.setData(QByteArray(xml.encode()))
     panel = QUiLoader().load(buf)
@@ -77,7 +77,7 @@ def build_panel(app, xml: str, collapsed, running: bool):
         if not box.title().startswith("\u25B8"):
             box.setTitle("\u25BE " + box.title())
 
-    bundled = jobs.bundled_model_dir()
+    bundled = model_registry.bundled_model_dir()
     info = find(QLabel, "modelInfoLabel")
     button = find(QPushButton, "segmentButton")
     bar = find(QProgressBar, "progressBar")
@@ -91,12 +91,12 @@ def build_panel(app, xml: str, collapsed, running: bool):
         button.setEnabled(True)
         event = {"event": "progress", "fraction": 0.42, "eta_s": 6.3, "message": "inference"}
         bar.setValue(int(round(100 * event["fraction"])))
-        status.setText(jobs.progress_text(event))
+        status.setText(process.progress_text(event))
     else:
         path_edit.setEnabled(False)
         find(QLabel, "modelPathLabel").setEnabled(False)
         info.setText("No bundled model in this installation: choose a model folder." if bundled is None
-                     else jobs.model_summary(bundled))
+                     else model_registry.model_summary(bundled))
         button.setEnabled(bundled is not None)
     panel.resize(380, panel.sizeHint().height())
     return panel
@@ -118,9 +118,7 @@ def main(argv=None) -> int:
     app.setFont(font)
     xml, collapsed = standin_ui(UI)
     panels = [build_panel(app, xml, collapsed, running) for running in (False, True)]
-    from spineseg import jobs
-
-    captions = ["Idle, bundled model" if jobs.bundled_model_dir() else "Idle (no bundled model installed)",
+    captions = ["Idle, bundled model" if model_registry.bundled_model_dir() else "Idle (no bundled model installed)",
                 "Running (Advanced expanded)"]
     gap, top = 24, 30
     width = sum(p.width() for p in panels) + gap * (len(panels) + 1)

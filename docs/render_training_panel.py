@@ -3,7 +3,7 @@
 The panel (SpineSegTraining/Resources/UI/SpineSegTraining.ui) is loaded with PySide6's
 QUiLoader on the offscreen platform, Slicer's widgets standing in as Qt base classes
 (``standin_ui`` of docs/render_panel.py). It is filled from a real run folder: the
-dataset check of its data (``spineseg.training_panel.check_dataset``), the log and
+dataset check of its data (``spineseg.moduleslogic.dataset_check``), the log and
 curves replayed from the run's ``log.jsonl`` files through ``RunMonitor``, and the
 results table from ``read_results``. The curves are drawn with matplotlib beside the
 panel, standing in for the Slicer plot view the module fills.
@@ -21,6 +21,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+from spineseg.moduleslogic import dataset_check, results_table, run_folder, run_monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 UI = ROOT / "SpineSegTraining" / "Resources" / "UI" / "SpineSegTraining.ui"
@@ -69,13 +71,11 @@ def render_icon(out: Path) -> None:
 
 def _monitor_from_run(run: Path):
     """The run's recorded epochs and folds replayed through the panel's RunMonitor, then its done event."""
-    from spineseg import training_panel as tp
-
-    info = tp.run_info(run)
+    info = run_folder.run_info(run)
     if info is None:
         raise SystemExit(f"render_training_panel: error: {run} is not a run folder (no config.json)")
-    monitor = tp.replay_run(info)
-    monitor.feed({"event": "done", "run": str(run), "model": str(tp.find_trained_model(run) or "") or None})
+    monitor = run_monitor.replay_run(info)
+    monitor.feed({"event": "done", "run": str(run), "model": str(run_folder.find_trained_model(run) or "") or None})
     return info, monitor
 
 
@@ -110,8 +110,6 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
                                    QPushButton, QSpinBox, QTableWidget, QTableWidgetItem)
     from PySide6.QtUiTools import QUiLoader
 
-    from spineseg import training_panel as tp
-
     buf = QBuffer()
     buf.setData(QByteArray(xml.encode()))
     panel = QUiLoader().load(buf)
@@ -120,7 +118,7 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
         box.setTitle("\u25BE " + box.title())
     find(QLineEdit, "dataFolderPathLineEdit").setText(str(data))
     find(QLineEdit, "outputFolderPathLineEdit").setText(str(run))
-    summary = tp.summarize_dataset(data)
+    summary = dataset_check.summarize_dataset(data)
     find(QPlainTextEdit, "datasetSummaryTextEdit").setPlainText(summary.text())
     if info.mode == "cv":
         find(QLineEdit, "cvModelsLineEdit").setText(",".join(info.config.get("models", [])))
@@ -139,7 +137,7 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
     find(QProgressBar, "progressBar").setValue(int(round(100 * monitor.fraction)))
     find(QLabel, "statusLabel").setText(monitor.status_text())
     find(QPushButton, "resumeButton").setEnabled(info.resumable)
-    table = tp.read_results(run)
+    table = results_table.read_results(run)
     widget = find(QTableWidget, "resultsTableWidget")
     report = find(QLabel, "reportLabel")
     if table is not None:
@@ -162,7 +160,7 @@ def build_panel(xml: str, run: Path, data: Path, info, monitor):
         links = [f'<a href="file://{source}">{source.name}</a>']
         links += [f'<a href="file://{png}">confusion matrix ({m})</a>' for m, png in table.confusion.items()]
         report.setText("Report: " + " | ".join(links))
-    find(QPushButton, "useModelButton").setEnabled(tp.find_trained_model(run, monitor.done) is not None)
+    find(QPushButton, "useModelButton").setEnabled(run_folder.find_trained_model(run, monitor.done) is not None)
     panel.resize(540, panel.sizeHint().height())
     return panel
 

@@ -36,7 +36,13 @@ from spineseg.metrics import (
 PathLike = Union[str, Path]
 OverlayFn = Callable[[str], tuple]
 
-REPORT_FILES = ("report.md", "metrics.csv", "metrics.json", "confusion_matrix.png")
+REPORT_MD = "report.md"
+METRICS_CSV = "metrics.csv"
+METRICS_JSON = "metrics.json"
+CONFUSION_FIGURE = "confusion_matrix.png"
+REPORT_FILES = (REPORT_MD, METRICS_CSV, METRICS_JSON, CONFUSION_FIGURE)
+#: the files of :func:`write_ablation_report`, by format
+ABLATION_FILES = {"md": "ablation.md", "csv": "ablation.csv", "json": "ablation.json"}
 _OVERLAY_RE = re.compile(r"^overlay_(best|worst)_.*\.png$")
 _UNION_COLOR = (230, 120, 60)
 _CURVE_TITLES = {"loss": "training loss", "train_loss": "training loss", "val_loss": "validation loss",
@@ -417,7 +423,7 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
     figures: Dict[str, str] = {}
     skipped: List[str] = []
     if matplotlib_available():
-        figures["confusion"] = plot_confusion_matrix(pooled["confusion_matrix"], out / "confusion_matrix.png",
+        figures["confusion"] = plot_confusion_matrix(pooled["confusion_matrix"], out / CONFUSION_FIGURE,
                                                      overwrite=overwrite).name
         if folds:
             figures["folds"] = plot_per_fold(cases, folds, classes, out / "per_fold_dsc.png", overwrite=overwrite).name
@@ -440,7 +446,7 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
 
     # metrics.csv: one row per case and structure
     header = ["case", "fold", "structure", "value", *METRICS, "tp", "fp", "fn", "gt_voxels", "pred_voxels"]
-    write_bytes_atomic(_csv_bytes(header, _case_rows(cases, classes, folds)), out / "metrics.csv", overwrite=overwrite)
+    write_bytes_atomic(_csv_bytes(header, _case_rows(cases, classes, folds)), out / METRICS_CSV, overwrite=overwrite)
 
     doc = {
         "format": "spineseg-evaluation",
@@ -456,11 +462,11 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
         "cases": {cid: cases[cid] for cid in sorted(cases)},
         **({"extra": dict(extra)} if extra else {}),
     }
-    write_bytes_atomic(_json_bytes(doc), out / "metrics.json", overwrite=overwrite)
+    write_bytes_atomic(_json_bytes(doc), out / METRICS_JSON, overwrite=overwrite)
 
     md = _report_markdown(title, cases, classes, pooled, per_fold, folds, figures, best, worst,
                           list(notes) + skipped)
-    return write_bytes_atomic(md.encode("utf-8"), out / "report.md", overwrite=overwrite)
+    return write_bytes_atomic(md.encode("utf-8"), out / REPORT_MD, overwrite=overwrite)
 
 
 def read_evaluation(path: PathLike) -> Tuple[Dict[str, Dict[str, Any]], List[ClassInfo], Optional[Dict[str, Any]]]:
@@ -473,7 +479,7 @@ def read_evaluation(path: PathLike) -> Tuple[Dict[str, Dict[str, Any]], List[Cla
 
     p = Path(path)
     if p.is_dir():
-        p = p / "metrics.json"
+        p = p / METRICS_JSON
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -602,7 +608,7 @@ def write_ablation_report(out_dir: PathLike, results: Mapping[str, Mapping[str, 
     out = Path(out_dir)
     classes = list(classes)
     if not overwrite:
-        clash = [n for n in ("ablation.md", "ablation.csv", "ablation.json") if (out / n).exists()]
+        clash = [n for n in ABLATION_FILES.values() if (out / n).exists()]
         if clash:
             from spineseg.errors import InputError
 
@@ -634,9 +640,9 @@ def write_ablation_report(out_dir: PathLike, results: Mapping[str, Mapping[str, 
     csv_rows = [[r["metric"], r["structure"], m, r["values"][m]["mean"], r["values"][m]["std"], r["values"][m]["n"],
                  r["values"][m]["pooled"], int(m in r["best"])] for r in rows for m in models]
     write_bytes_atomic(_csv_bytes(["metric", "structure", "model", "mean", "std", "n", "pooled", "best"], csv_rows),
-                       out / "ablation.csv", overwrite=overwrite)
+                       out / ABLATION_FILES["csv"], overwrite=overwrite)
     doc = {"format": "spineseg-ablation", "format_version": 1, "title": title, "models": models,
            "classes": classes_to_dicts(classes), "conventions": CONVENTIONS, "rows": rows,
            "results": dict(results)}
-    write_bytes_atomic(_json_bytes(doc), out / "ablation.json", overwrite=overwrite)
-    return write_bytes_atomic("\n".join(lines).encode("utf-8"), out / "ablation.md", overwrite=overwrite)
+    write_bytes_atomic(_json_bytes(doc), out / ABLATION_FILES["json"], overwrite=overwrite)
+    return write_bytes_atomic("\n".join(lines).encode("utf-8"), out / ABLATION_FILES["md"], overwrite=overwrite)

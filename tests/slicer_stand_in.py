@@ -25,6 +25,7 @@ def load_with_stand_in_slicer(monkeypatch, module_py: Path, name: str, **slicer_
     """
     slicer = types.ModuleType("slicer")
     slicer.__path__ = []  # a package, so "from slicer.util import ..." works
+    slicer.modules = SimpleNamespace()  # no other module loaded (no PyTorch extension)
     for key, value in slicer_attributes.items():
         setattr(slicer, key, value)
     i18n = types.ModuleType("slicer.i18n")

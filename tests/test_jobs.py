@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from spineseg import jobs
-from spineseg.jobs import (
-    Job,
-    Requirement,
-    SegmentOptions,
-    child_environment,
-    error_line,
-    failure_message,
-    format_eta,
-    missing_requirements,
-    model_summary,
-    progress_text,
-    restart_needed,
-    segment_command,
-)
+from spineseg.labels import DISC, VERTEBRA
+from spineseg.modelfile import ModelHeader
+from spineseg.moduleslogic import model_registry, process
+from spineseg.moduleslogic.model_registry import add_user_model, model_summary, result_classes, user_model_dirs
+from spineseg.moduleslogic.process import Job, child_environment, error_line, failure_message, format_eta, progress_text
+from spineseg.moduleslogic.requirements import Requirement, ensure_requirements, missing_requirements, restart_needed
+from spineseg.moduleslogic.segment_command import SegmentOptions, segment_command
 from spineseg.progress import json_line
 
 
@@ -71,8 +63,8 @@ def test_child_environment_puts_package_first(tmp_path):
     env = child_environment({"PYTHONPATH": os.pathsep.join(["/a", str(tmp_path)]), "X": "1"}, extra_path=tmp_path)
     assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/a"]
     assert env["X"] == "1" and env["PYTHONUNBUFFERED"] == "1"
-    assert child_environment({})["PYTHONPATH"] == str(jobs.package_root())
-    assert (jobs.package_root() / "spineseg" / "__init__.py").is_file()
+    assert child_environment({})["PYTHONPATH"] == str(process.package_root())
+    assert (process.package_root() / "spineseg" / "__init__.py").is_file()
 
 
 # ----------------------------------------------------------------- progress and failures
@@ -244,32 +236,30 @@ def test_restart_needed():
 
 
 def test_model_summary(tmp_path):
+    """The panel's model line: the header as the core reads it, or the core's reason it cannot be used."""
     assert model_summary(None) == "No model folder chosen."
     assert model_summary(Path(".")) == "No model folder chosen."
     assert "no model.json" in model_summary(tmp_path)
     (tmp_path / "model.json").write_text("{oops")
-    assert "cannot be read" in model_summary(tmp_path)
+    assert "not valid JSON" in model_summary(tmp_path)
     (tmp_path / "model.json").write_text(json.dumps({"format": "other"}))
     assert "not a SpineSeg model header" in model_summary(tmp_path)
-    header = {"format": "spineseg-model", "format_version": 1, "name": "demo",
-              "architecture": {"name": "hybrid"}, "onnx": {"file": "model.onnx"},
-              "classes": [{"value": 1, "name": "vertebra"}, {"value": 2, "name": "intervertebral disc"}]}
-    (tmp_path / "model.json").write_text(json.dumps(header))
+    header = ModelHeader.create("demo", "hybrid", classes=[VERTEBRA, DISC])
+    header.onnx = {"file": "model.onnx"}
+    (tmp_path / "model.json").write_text(header.to_json())
     assert model_summary(tmp_path) == "demo (hybrid + ONNX): vertebra, intervertebral disc"
 
 
 def test_bundled_model_dir_is_none_or_a_model():
-    path = jobs.bundled_model_dir()
+    path = model_registry.bundled_model_dir()
     assert path is None or (path / "model.json").is_file()
 
 
 def test_result_classes(tmp_path):
-    from spineseg.jobs import result_classes
-
     done = {"event": "done", "outputs": [{"classes": [{"value": 1, "name": "spine", "color": [1, 2, 3]}]}]}
     assert result_classes(done)[0]["name"] == "spine"
-    (tmp_path / "model.json").write_text(json.dumps({"classes": [{"value": 2, "name": "disc"}]}))
-    assert result_classes({"event": "done", "outputs": [{}]}, tmp_path) == [{"value": 2, "name": "disc"}]
+    (tmp_path / "model.json").write_text(ModelHeader.create("m", "hybrid", classes=[DISC]).to_json())
+    assert result_classes({"event": "done", "outputs": [{}]}, tmp_path) == [DISC.to_dict()]
     with pytest.raises(ValueError, match="names no classes"):
         result_classes(None, None)
 
@@ -347,13 +337,11 @@ def test_end_to_end_with_the_real_cli_and_an_untrained_model(tmp_path):
     assert label.GetSize() == image.GetSize() and label.GetOrigin() == image.GetOrigin()
     assert label.GetSpacing() == image.GetSpacing() and label.GetDirection() == image.GetDirection()
     assert int(sitk.GetArrayFromImage(label).max()) <= 3
-    specs = segment_specs(jobs.result_classes(job.done, tmp_path / "model"))
+    specs = segment_specs(result_classes(job.done, tmp_path / "model"))
     assert label_to_segment_ids(specs) == ["vertebra", "intervertebral_disc", "spinal_canal"]
 
 
 def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
-    from spineseg.jobs import add_user_model
-
     a, b = tmp_path / "a", tmp_path / "b"
     assert add_user_model(None, a) == [str(a)]
     assert add_user_model("", a) == [str(a)]
@@ -362,8 +350,6 @@ def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
 
 
 def test_user_model_dirs_lists_existing_models_newest_first(tmp_path):
-    from spineseg.jobs import user_model_dirs
-
     old, new, gone = tmp_path / "old", tmp_path / "new", tmp_path / "gone"
     for d in (old, new):
         d.mkdir()
@@ -371,3 +357,72 @@ def test_user_model_dirs_lists_existing_models_newest_first(tmp_path):
     assert user_model_dirs([str(old), str(gone), str(new)]) == [new, old]
     assert user_model_dirs(str(old)) == [old]
     assert user_model_dirs(None) == []
+
+
+# ----------------------------------------------------------------- installing requirements
+class FakeSlicerUtil:
+    """Records what ``ensure_requirements`` asks of ``slicer.util``; answers confirmations with ``answer``."""
+
+    def __init__(self, answer=True):
+        self.answer = answer
+        self.calls = []
+
+    def errorDisplay(self, text, windowTitle=""):
+        self.calls.append(("error", text))
+
+    def confirmOkCancelDisplay(self, text, windowTitle=""):
+        self.calls.append(("confirm", text))
+        return self.answer
+
+    def confirmYesNoDisplay(self, text, windowTitle=""):
+        self.calls.append(("restart?", text))
+        return False
+
+    def pip_install(self, specs):
+        self.calls.append(("pip", list(specs)))
+
+    def tryWithErrorDisplay(self, message, waitCursor=False):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_ensure_requirements_installs_torch_through_the_pytorch_extension_and_the_rest_with_pip(monkeypatch):
+    from spineseg.moduleslogic import requirements
+
+    monkeypatch.setattr(requirements, "restart_needed", lambda installed, loaded: False)
+    installed = set()
+    util = FakeSlicerUtil()
+
+    def torch_installer(version):
+        installed.add("torch")
+        util.calls.append(("torch", version))
+        return True
+
+    util.pip_install = lambda specs: (util.calls.append(("pip", list(specs))), installed.add("monai"))
+    importable = lambda module: module in installed or module in ("numpy", "SimpleITK", "safetensors")  # noqa: E731
+    assert ensure_requirements("torch", util, title="SpineSeg Training", install_torch=torch_installer,
+                               importable=importable)
+    assert [c[0] for c in util.calls] == ["confirm", "torch", "pip"]
+    assert "SpineSeg Training needs these Python packages: torch, monai" in util.calls[0][1]
+    assert util.calls[1:] == [("torch", ">=2.1"), ("pip", ["monai>=1.3"])]
+    monkeypatch.setattr(requirements, "restart_needed", lambda installed, loaded: True)  # an old torch was loaded
+    installed.clear()
+    util.calls.clear()
+    assert not ensure_requirements("torch", util, title="SpineSeg Training", install_torch=torch_installer,
+                                   importable=importable)
+    assert util.calls[-1][0] == "restart?"
+
+
+def test_ensure_requirements_never_installs_without_consent_or_the_pytorch_extension():
+    nothing = lambda module: False  # noqa: E731
+    util = FakeSlicerUtil(answer=False)
+    assert not ensure_requirements("onnx", util, title="SpineSeg UNet", importable=nothing)
+    assert [c[0] for c in util.calls] == ["confirm"]
+    util = FakeSlicerUtil()
+    assert not ensure_requirements("torch", util, title="SpineSeg UNet", install_torch=None, importable=nothing)
+    assert [c[0] for c in util.calls] == ["error"] and "PyTorch extension" in util.calls[0][1]
+    util = FakeSlicerUtil()
+    assert not ensure_requirements("onnx", util, title="SpineSeg UNet", interactive=False, importable=nothing)
+    assert util.calls == []
+    assert ensure_requirements("onnx", FakeSlicerUtil(), title="x", importable=lambda m: True)

@@ -96,7 +96,8 @@ def test_core_package_installed_next_to_the_module(configured):
     core = {line[len(prefix):] for line in configured if line.startswith(prefix)}
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "spineseg").rglob("*.py")}
     assert core == expected
-    assert {"spineseg/__init__.py", "spineseg/__main__.py", "spineseg/jobs.py", "spineseg/terminology.py"} <= core
+    assert {"spineseg/__init__.py", "spineseg/__main__.py", "spineseg/moduleslogic/process.py",
+            "spineseg/moduleslogic/segment_command.py", "spineseg/terminology.py"} <= core
 
 
 def test_extension_config_and_cpack_included_last(configured):

@@ -17,6 +17,11 @@ from types import SimpleNamespace
 import pytest
 from slicer_stand_in import load_with_stand_in_slicer
 
+from spineseg.inference.backends import BACKENDS, DEVICES
+from spineseg.moduleslogic.model_registry import bundled_model_dir
+from spineseg.moduleslogic.process import failure_message
+from spineseg.moduleslogic.segment_command import segment_command
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SpineSegUNet" / "SpineSegUNet.py"
 UI_FILE = ROOT / "SpineSegUNet" / "Resources" / "UI" / "SpineSegUNet.ui"
@@ -38,10 +43,8 @@ def _ui_items(name):
 
 
 def test_enums_match_cli_and_ui(module):
-    from spineseg import jobs
-
-    assert [d.value for d in module.Device] == list(jobs.DEVICES)
-    assert [b.value for b in module.Backend] == list(jobs.BACKENDS)
+    assert [d.value for d in module.Device] == list(DEVICES)
+    assert {b.value for b in module.Backend} == set(BACKENDS)  # the panel lists ONNX Runtime, its default, first
     # the parameterNodeWrapper fills the combo boxes from label(); the .ui shows the same texts in Designer
     assert [d.label() for d in module.Device] == _ui_items("deviceComboBox")
     assert [b.label() for b in module.Backend] == _ui_items("backendComboBox")
@@ -63,7 +66,6 @@ def _params(module, **kw):
 
 
 def test_panel_parameters_become_a_valid_command_line(module):
-    from spineseg import jobs
     from spineseg.cli import build_parser
 
     logic = module.SpineSegUNetLogic()
@@ -76,18 +78,16 @@ def test_panel_parameters_become_a_valid_command_line(module):
     sub = [a for a in parser._actions if a.dest == "command"][0]
     if "segment" in sub.choices:
         for opts in (options, off):
-            args = parser.parse_args(jobs.segment_command("py", ["in.nrrd"], "out.nrrd", opts)[3:])
+            args = parser.parse_args(segment_command("py", ["in.nrrd"], "out.nrrd", opts)[3:])
             assert args.json and args.backend == opts.backend and args.n4 is opts.n4
 
 
 def test_model_directory(module, tmp_path):
-    from spineseg import jobs
-
     logic = module.SpineSegUNetLogic()
     assert logic.modelDirectory(_params(module, modelPath=Path(""))) is None  # empty path line edit
     assert logic.modelDirectory(_params(module, modelPath=tmp_path)) == tmp_path
     bundled = logic.modelDirectory(_params(module, modelSource=module.ModelSource.BUNDLED))
-    assert bundled == jobs.bundled_model_dir()
+    assert bundled == bundled_model_dir()
     assert logic.segmentOptions(_params(module, modelPath=Path("."))).model is None
 
 
@@ -143,8 +143,6 @@ def test_batch_script_refuses_existing_outputs(module, monkeypatch, capsys, tmp_
 
 
 def test_failure_names_the_volume_not_the_temporary_file(module, tmp_path):
-    from spineseg.jobs import failure_message
-
     input_path = str(tmp_path / "SpineSegUNet-x" / "input.nrrd")
     job = SimpleNamespace(succeeded=False, cancelled=False,
                           failure=lambda: failure_message(2, stderr_lines=[

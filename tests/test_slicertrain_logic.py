@@ -17,7 +17,11 @@ from types import SimpleNamespace
 import pytest
 from slicer_stand_in import load_with_stand_in_slicer
 
-from spineseg import training_panel as tp
+from spineseg.inference.backends import DEVICES
+from spineseg.moduleslogic import training_command
+from spineseg.moduleslogic.model_registry import USER_MODELS_KEY
+from spineseg.networks import network_names
+from spineseg.training.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SpineSegTraining" / "SpineSegTraining.py"
@@ -56,9 +60,9 @@ def _params(module, **kw):
 
 
 def test_parameter_choices_match_the_cli(module):
-    assert [p.value for p in module.Preset] == list(tp.PRESETS)
-    assert [d.value for d in module.Device] == list(tp.DEVICES)
-    assert module.ARCHITECTURES == list(tp.architectures())
+    assert {p.value for p in module.Preset} == set(PRESETS)
+    assert [d.value for d in module.Device] == list(DEVICES)
+    assert module.ARCHITECTURES == list(network_names())
     annotations = module.SpineSegTrainingParameterNode.__annotations__
     assert set(annotations) == {"dataFolder", "architecture", "cvModels", "preset", "epochs", "folds", "binary",
                                 "device", "gpus", "outputFolder"}
@@ -67,11 +71,11 @@ def test_parameter_choices_match_the_cli(module):
 def test_panel_parameters_become_command_lines(module):
     logic = module.SpineSegTrainingLogic
     opts = logic.trainingOptions(_params(module), "train")
-    argv = tp.build_command(opts, python="/py")
+    argv = training_command.build_command(opts, python="/py")
     assert argv[3:7] == ["train", "/data", "-o", "/runs/a"] and "--epochs" not in argv  # 0: the preset's
     opts = logic.trainingOptions(_params(module, cvModels=" hybrid, no-ux ,", epochs=3, folds=3,
                                          preset=module.Preset.PAPER, device=module.Device.CUDA, gpus="1"), "cv")
-    argv = tp.build_command(opts, python="/py")
+    argv = training_command.build_command(opts, python="/py")
     assert argv[argv.index("--models") + 1] == "hybrid,no-ux"
     assert argv[argv.index("--epochs") + 1] == "3" and argv[argv.index("--folds") + 1] == "3"
     assert argv[argv.index("--preset") + 1] == "paper" and argv[argv.index("--device") + 1] == "cuda:1"
@@ -86,7 +90,7 @@ def test_panel_parameters_become_command_lines(module):
 
 def test_a_run_with_a_bad_dataset_ends_with_exit_code_2(module, tmp_path):
     (tmp_path / "empty").mkdir()
-    opts = tp.TrainingOptions(mode="train", data=str(tmp_path / "empty"), output=str(tmp_path / "run"),
+    opts = training_command.TrainingOptions(mode="train", data=str(tmp_path / "empty"), output=str(tmp_path / "run"),
                               epochs=1, device="cpu")
     run = module.SpineSegTrainingLogic.startRun(opts, python=sys.executable)
     deadline = time.monotonic() + 120
@@ -108,22 +112,15 @@ def test_use_this_model_registers_each_model_once(module, tmp_path):
     assert logic.registerModel(a) == [str(a)]
     assert logic.registerModel(b) == [str(a), str(b)]
     assert logic.registerModel(a) == [str(b), str(a)]
-    from spineseg.jobs import USER_MODELS_KEY
-
     assert module._settings.values[USER_MODELS_KEY] == [str(b), str(a)]
     assert module._settings.synced == 3
 
 
-def test_dependencies_are_checked_through_spineseg_unet_when_present(module, monkeypatch):
-    calls = []
-
-    class FakeUNetLogic:
-        def ensureDependencies(self, backend, interactive=True):
-            calls.append((backend, interactive))
-            return False
-
-    monkeypatch.setitem(sys.modules, "SpineSegUNet", SimpleNamespace(SpineSegUNetLogic=FakeUNetLogic))
-    assert module.SpineSegTrainingLogic.ensureDependencies(interactive=False) is False
-    assert calls == [("torch", False)]
-    monkeypatch.setitem(sys.modules, "SpineSegUNet", None)  # not installed: check the imports ourselves
+def test_dependencies_are_installed_through_the_core_not_through_spineseg_unet(module, monkeypatch):
+    monkeypatch.setitem(sys.modules, "SpineSegUNet", None)  # importing the other module would fail
     assert module.SpineSegTrainingLogic.ensureDependencies(interactive=False) is True  # torch and monai are here
+    calls = []
+    monkeypatch.setattr(module.requirements, "ensure_requirements",
+                        lambda backend, util, **kw: calls.append((backend, kw["title"], kw["interactive"])) or False)
+    assert module.SpineSegTrainingLogic.ensureDependencies(interactive=False) is False
+    assert calls == [("torch", "SpineSeg Training", False)]

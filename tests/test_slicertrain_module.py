@@ -17,6 +17,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from core_names import assert_core_names_exist
+
+from spineseg.networks import network_names
+from spineseg.training.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "SpineSegTraining"
@@ -91,14 +95,12 @@ def test_parameter_bindings_match_the_parameter_node():
 
 def test_combo_items_match_parameter_labels():
     """Designer shows these items; at run time the parameterNodeWrapper refills them with the same texts."""
-    from spineseg.training_panel import PRESETS, architectures
-
     _, widgets = _widgets()
 
     def items(name):
         return [i.findtext("property/string") for i in widgets[name].findall("item")]
 
-    assert items("architectureComboBox") == list(architectures())
+    assert items("architectureComboBox") == list(network_names())
     assert len(items("presetComboBox")) == len(PRESETS)
     assert len(items("deviceComboBox")) == 3
 
@@ -115,7 +117,7 @@ def test_icon_is_a_128_png():
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (128, 128)
 
 
-@pytest.mark.parametrize("path", [MODULE_PY, HEADLESS, ROOT / "spineseg" / "training_panel.py"],
+@pytest.mark.parametrize("path", [MODULE_PY, HEADLESS],
                          ids=lambda p: p.name)
 def test_python39_grammar(path):
     source = path.read_text()
@@ -141,14 +143,7 @@ def test_module_classes_follow_the_scripted_template():
 
 
 def test_core_names_the_module_uses_exist():
-    from spineseg import jobs, training_panel
-
-    text = MODULE_PY.read_text() + HEADLESS.read_text()
-    found = re.findall(r"\b(jobs|training_panel)\.(\w+)", text)
-    assert found
-    for module, name in found:
-        assert hasattr({"jobs": jobs, "training_panel": training_panel}[module], name), f"{module}.{name}"
-
+    assert_core_names_exist(MODULE_PY.read_text() + HEADLESS.read_text())
 
 def _headless(*args):
     return subprocess.run([sys.executable, str(HEADLESS), *args], capture_output=True, text=True, timeout=120)
@@ -167,3 +162,15 @@ def test_headless_script_usage_and_exit_codes():
     assert "--no-main-window --python-script" in readme and "Scripts/train.py" in readme
     for code in ("0", "1", "2", "130"):
         assert re.search(r"\|\s*" + code + r"\s*\|", readme), f"exit code {code} documented"
+
+
+def test_neither_slicer_module_imports_the_other():
+    """The modules share code only through the core (spineseg.moduleslogic), never through each other."""
+    for path, other in ((MODULE_PY, "SpineSegUNet"), (ROOT / "SpineSegUNet" / "SpineSegUNet.py", "SpineSegTraining")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert other not in imported, f"{path.name} imports {other}"

@@ -12,22 +12,30 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineseg import training_panel as tp
 from spineseg.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
 from spineseg.labels import SPINE_CLASSES
 from spineseg.metrics import case_metrics, pool_metrics
+from spineseg.modelfile import ModelHeader
+from spineseg.moduleslogic import (
+    dataset_check,
+    headless_training,
+    results_table,
+    run_folder,
+    run_monitor,
+    training_command,
+)
 from spineseg.report import write_ablation_report
 
 
-def _options(**kw) -> tp.TrainingOptions:
+def _options(**kw) -> training_command.TrainingOptions:
     base = dict(mode="train", data="/data", output="/runs/r1")
     base.update(kw)
-    return tp.TrainingOptions(**base)
+    return training_command.TrainingOptions(**base)
 
 
 # --------------------------------------------------------------------------- command line
 def test_train_command_single_process():
-    argv = tp.build_command(_options(epochs=3, batch=4, seed=7, binary=True, device="cpu"), python="/py")
+    argv = training_command.build_command(_options(epochs=3, batch=4, seed=7, binary=True, device="cpu"), python="/py")
     assert argv[:4] == ["/py", "-m", "spineseg", "train"]
     assert argv[4:7] == ["/data", "-o", "/runs/r1"]
     assert argv[argv.index("--model") + 1] == "hybrid"
@@ -41,14 +49,14 @@ def test_train_command_single_process():
 
 
 def test_defaults_left_to_the_preset():
-    argv = tp.build_command(_options(preset="paper"), python="/py")
+    argv = training_command.build_command(_options(preset="paper"), python="/py")
     for flag in ("--epochs", "--batch", "--seed", "--binary", "--models", "--folds"):
         assert flag not in argv
     assert argv[argv.index("--preset") + 1] == "paper"
 
 
 def test_cv_command_lists_models_and_folds():
-    argv = tp.build_command(_options(mode="cv", models=["hybrid", "no-ux", "unetpp"], folds=3), python="/py")
+    argv = training_command.build_command(_options(mode="cv", models=["hybrid", "no-ux", "unetpp"], folds=3), python="/py")
     assert argv[3] == "cv"
     assert argv[argv.index("--models") + 1] == "hybrid,no-ux,unetpp"
     assert argv[argv.index("--folds") + 1] == "3"
@@ -56,20 +64,20 @@ def test_cv_command_lists_models_and_folds():
 
 
 def test_one_gpu_index_becomes_the_device():
-    argv = tp.build_command(_options(device="cuda", gpus=[1]), python="/py")
+    argv = training_command.build_command(_options(device="cuda", gpus=[1]), python="/py")
     assert argv[:3] == ["/py", "-m", "spineseg"]
     assert argv[argv.index("--device") + 1] == "cuda:1"
-    assert "CUDA_VISIBLE_DEVICES" not in tp.child_environment(_options(gpus=[1]), base={})
+    assert "CUDA_VISIBLE_DEVICES" not in training_command.training_environment(_options(gpus=[1]), base={})
 
 
 def test_several_gpus_use_torchrun_and_limit_visible_devices():
     opts = _options(device="cuda", gpus=[0, 2], resume=True)
-    argv = tp.build_command(opts, python="/py")
+    argv = training_command.build_command(opts, python="/py")
     assert argv[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     assert argv[6:8] == ["spineseg", "train"]
     assert argv[argv.index("--device") + 1] == "cuda"
     assert "--resume" in argv and argv[-1] == "--json"
-    env = tp.child_environment(opts, base={"PYTHONPATH": "/elsewhere"})
+    env = training_command.training_environment(opts, base={"PYTHONPATH": "/elsewhere"})
     assert env["CUDA_VISIBLE_DEVICES"] == "0,2"
     assert env["PYTHONPATH"].split(":")[1:] == ["/elsewhere"]
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -92,21 +100,14 @@ def test_several_gpus_use_torchrun_and_limit_visible_devices():
 ])
 def test_invalid_options_say_what_to_fix(kw, words):
     with pytest.raises(ValueError, match=words):
-        tp.build_command(_options(**kw), python="/py")
+        training_command.build_command(_options(**kw), python="/py")
 
 
 def test_parse_gpu_list():
-    assert tp.parse_gpu_list("") == []
-    assert tp.parse_gpu_list("0, 1 3") == [0, 1, 3]
+    assert training_command.parse_gpu_list("") == []
+    assert training_command.parse_gpu_list("0, 1 3") == [0, 1, 3]
     with pytest.raises(ValueError, match="'x'"):
-        tp.parse_gpu_list("0,x")
-
-
-def test_architectures_are_the_network_registry():
-    from spineseg.networks import network_names
-
-    assert tp.architectures() == tuple(network_names())
-    assert "hybrid" in tp.architectures()
+        training_command.parse_gpu_list("0,x")
 
 
 # --------------------------------------------------------------------------- events
@@ -120,7 +121,7 @@ class FakeClock:
 
 def test_train_events_build_curves_progress_and_eta():
     clock = FakeClock()
-    mon = tp.RunMonitor(_options(epochs=4), clock=clock)
+    mon = run_monitor.RunMonitor(_options(epochs=4), clock=clock)
     assert mon.eta() is None and mon.fraction == 0.0
     clock.t += 10
     line = mon.feed({"event": "epoch", "epoch": 1, "epochs": 4, "loss": 0.9, "val_dsc": 0.5, "lr": 1e-3,
@@ -145,7 +146,7 @@ def test_train_events_build_curves_progress_and_eta():
 
 
 def test_resumed_epoch_replaces_and_stays_sorted():
-    s = tp.CurveSeries("hybrid", None)
+    s = run_monitor.CurveSeries("hybrid", None)
     s.add(2, 0.5, 0.6)
     s.add(1, 0.9, float("inf"))
     s.add(2, 0.4, 0.7)
@@ -155,7 +156,7 @@ def test_resumed_epoch_replaces_and_stays_sorted():
 
 def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
     clock = FakeClock()
-    mon = tp.RunMonitor(_options(mode="cv", models=["hybrid", "no-ux"], folds=2), clock=clock)
+    mon = run_monitor.RunMonitor(_options(mode="cv", models=["hybrid", "no-ux"], folds=2), clock=clock)
     assert mon.units == 4
     seen = []
     for model in ("hybrid", "no-ux"):
@@ -171,7 +172,7 @@ def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
     assert [c.label for c in mon.curves()] == ["hybrid fold 1", "hybrid fold 2", "no-ux fold 1", "no-ux fold 2"]
     assert len(mon.folds_done) == 4 and mon.log[2] == "hybrid fold 1 finished: dsc 0.800"
     # cv: the per-training eta_s is ignored, the ETA is extrapolated over the whole run
-    mon2 = tp.RunMonitor(_options(mode="cv", models=["hybrid"], folds=4), clock=clock)
+    mon2 = run_monitor.RunMonitor(_options(mode="cv", models=["hybrid"], folds=4), clock=clock)
     clock.t += 30
     mon2.feed({"event": "epoch", "fold": 0, "epoch": 1, "epochs": 1, "loss": 1.0, "eta_s": 999})
     assert mon2.fraction == pytest.approx(0.25)
@@ -179,7 +180,7 @@ def test_cv_progress_runs_over_models_and_folds_and_never_goes_back():
 
 
 def test_progress_error_and_unknown_events():
-    mon = tp.RunMonitor(None)
+    mon = run_monitor.RunMonitor(None)
     assert mon.feed({"event": "progress", "fraction": 0.5, "message": "caching cases"}) == ""
     assert mon.fraction == 0.5 and mon.log == []  # progress moves the bar, not the log
     assert mon.status_text().endswith(": Caching cases")
@@ -198,7 +199,7 @@ def test_progress_error_and_unknown_events():
 def test_replay_saved_lines():
     lines = ["not json", '{"event":"epoch","epoch":1,"epochs":2,"loss":0.5,"val_dsc":0.6}', "",
              '{"event":"done","model":"m"}']
-    mon = tp.curves_from_lines(lines)
+    mon = run_monitor.curves_from_lines(lines)
     assert mon.curves()[0].val_dsc == [0.6] and mon.done["model"] == "m"
 
 
@@ -217,7 +218,7 @@ def test_results_table_from_ablation_report(tmp_path):
     run = tmp_path / "run"
     pooled = {"hybrid": _pooled(0), "no-ux": _pooled(1)}
     write_ablation_report(run / "report", pooled, SPINE_CLASSES)
-    table = tp.read_results(run)
+    table = results_table.read_results(run)
     assert table is not None
     assert table.models == ["hybrid", "no-ux"]
     assert table.header() == ["metric", "structure", "hybrid", "no-ux"]
@@ -234,7 +235,7 @@ def test_results_table_from_ablation_report(tmp_path):
     assert table.confusion == {}
     (run / "no-ux" / "report").mkdir(parents=True)
     (run / "no-ux" / "report" / "confusion_matrix.png").write_bytes(b"png")
-    assert tp.read_results(run).confusion == {"no-ux": run / "no-ux" / "report" / "confusion_matrix.png"}
+    assert results_table.read_results(run).confusion == {"no-ux": run / "no-ux" / "report" / "confusion_matrix.png"}
 
 
 def test_results_table_from_single_model_report(tmp_path):
@@ -245,7 +246,7 @@ def test_results_table_from_single_model_report(tmp_path):
     cases = {"c0": case_metrics(gt, gt, SPINE_CLASSES), "c1": case_metrics(np.roll(gt, 1, axis=2), gt, SPINE_CLASSES)}
     # a one-model cv: <run>/<model>/report/metrics.json
     write_evaluation_report(tmp_path / "cv" / "no-hanc" / "report", cases, SPINE_CLASSES, extra={"model": "no-hanc"})
-    table = tp.read_results(tmp_path / "cv")
+    table = results_table.read_results(tmp_path / "cv")
     assert table.models == ["no-hanc"] and len(table.rows) == 15
     assert table.report == tmp_path / "cv" / "no-hanc" / "report" / "report.md"
     assert table.confusion == {"no-hanc": tmp_path / "cv" / "no-hanc" / "report" / "confusion_matrix.png"}
@@ -255,18 +256,18 @@ def test_results_table_from_single_model_report(tmp_path):
     (tmp_path / "tr").mkdir()
     (tmp_path / "tr" / "config.json").write_text(json.dumps({"model": "resunet"}))
     write_evaluation_report(tmp_path / "tr" / "validation", cases, SPINE_CLASSES)
-    assert tp.read_results(tmp_path / "tr").models == ["resunet"]
+    assert results_table.read_results(tmp_path / "tr").models == ["resunet"]
 
 
 def test_no_results_yet(tmp_path):
-    assert tp.read_results(tmp_path) is None
-    assert tp.read_results(tmp_path / "missing") is None
+    assert results_table.read_results(tmp_path) is None
+    assert results_table.read_results(tmp_path / "missing") is None
 
 
 # --------------------------------------------------------------------------- runs, models, settings
 def _model_dir(path: Path) -> Path:
     path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({"format": "spineseg-model", "name": "m"}), encoding="utf-8")
+    (path / "model.json").write_text(ModelHeader.create("m", "hybrid").to_json(), encoding="utf-8")
     return path
 
 
@@ -290,51 +291,51 @@ def test_train_run_info_and_latest_resumable(tmp_path):
     new = _train_run(tmp_path / "new")
     _train_run(tmp_path / "fresh", checkpoint=False)
     (tmp_path / "notarun").mkdir()
-    found = tp.find_resumable_run(tmp_path)
+    found = run_folder.find_resumable_run(tmp_path)
     assert found.path == new and found.mode == "train" and found.checkpoint.name == "last.pt"
     assert found.config["epochs"] == 5 and found.command == []
     _model_dir(new / "model")  # finished: it holds its model
-    assert tp.run_info(new).finished and not tp.run_info(new).resumable
-    assert tp.find_resumable_run(tmp_path).path == old
-    assert tp.find_resumable_run(old).path == old  # the output folder may be the run itself
-    assert tp.find_resumable_run(new) is None
-    assert tp.find_resumable_run(tmp_path / "missing") is None
-    assert tp.run_info(tmp_path / "notarun") is None
+    assert run_folder.run_info(new).finished and not run_folder.run_info(new).resumable
+    assert run_folder.find_resumable_run(tmp_path).path == old
+    assert run_folder.find_resumable_run(old).path == old  # the output folder may be the run itself
+    assert run_folder.find_resumable_run(new) is None
+    assert run_folder.find_resumable_run(tmp_path / "missing") is None
+    assert run_folder.run_info(tmp_path / "notarun") is None
 
 
 def test_cv_run_is_finished_when_every_report_exists(tmp_path):
     run = tmp_path / "cv"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"mode": "cv", "models": ["hybrid", "no-ux"], "folds": 2}))
-    assert tp.run_info(run).mode == "cv" and not tp.run_info(run).resumable  # no checkpoint yet
+    assert run_folder.run_info(run).mode == "cv" and not run_folder.run_info(run).resumable  # no checkpoint yet
     _train_run(run / "hybrid" / "fold0", finished=True)
     _train_run(run / "hybrid" / "fold1")
-    info = tp.find_resumable_run(run)
+    info = run_folder.find_resumable_run(run)
     assert info.path == run
     assert info.checkpoint.parent.parent.parent == run / "hybrid"
     for m in ("hybrid", "no-ux"):
         (run / m / "report").mkdir(parents=True)
         (run / m / "report" / "metrics.json").write_text("{}")
-    assert tp.find_resumable_run(run) is not None  # the ablation table is still missing
+    assert run_folder.find_resumable_run(run) is not None  # the ablation table is still missing
     (run / "ablation.json").write_text("{}")
-    assert tp.run_info(run).finished and tp.find_resumable_run(run) is None
+    assert run_folder.run_info(run).finished and run_folder.find_resumable_run(run) is None
 
 
 def test_resume_repeats_the_original_command(tmp_path):
     original = ["/x/spineseg/__main__.py", "train", "/data", "-o", str(tmp_path / "r"), "--model", "no-ux",
                 "--epochs", "5", "--json"]
-    run = tp.run_info(_train_run(tmp_path / "r", command=original))
+    run = run_folder.run_info(_train_run(tmp_path / "r", command=original))
     assert run.command == original[1:]
     panel = _options(models=["unetpp"], epochs=50)  # what the panel shows now does not matter
-    argv = tp.resume_command(run, panel, python="/py")
+    argv = training_command.resume_command(run, panel, python="/py")
     assert argv == ["/py", "-m", "spineseg", "train", "/data", "-o", str(tmp_path / "r"), "--model", "no-ux",
                     "--epochs", "5", "--resume", "--json"]
-    argv = tp.resume_command(run, _options(device="cuda", gpus=[0, 1]), python="/py")
+    argv = training_command.resume_command(run, _options(device="cuda", gpus=[0, 1]), python="/py")
     assert argv[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     assert argv[-2:] == ["--resume", "--json"]
     # no environment.json: the panel's options with --resume, on the run's folder
-    bare = tp.run_info(_train_run(tmp_path / "bare"))
-    argv = tp.resume_command(bare, panel, python="/py")
+    bare = run_folder.run_info(_train_run(tmp_path / "bare"))
+    argv = training_command.resume_command(bare, panel, python="/py")
     assert argv[argv.index("-o") + 1] == str(tmp_path / "bare") and "--resume" in argv
 
 
@@ -342,14 +343,14 @@ def test_trained_model_of_a_train_run(tmp_path):
     run = tmp_path / "run"
     top = _model_dir(run / "model")
     other = _model_dir(tmp_path / "elsewhere")
-    assert tp.find_trained_model(run) == top
-    assert tp.find_trained_model(run, {"model": str(other)}) == other
-    assert tp.find_trained_model(run, {"model": str(tmp_path / "gone")}) == top
+    assert run_folder.find_trained_model(run) == top
+    assert run_folder.find_trained_model(run, {"model": str(other)}) == other
+    assert run_folder.find_trained_model(run, {"model": str(tmp_path / "gone")}) == top
     cv = tmp_path / "cv"
     _model_dir(cv / "hybrid" / "fold0" / "model")
-    assert tp.find_trained_model(cv) is None  # fold models are for evaluation
+    assert run_folder.find_trained_model(cv) is None  # fold models are for evaluation
     (run / "model" / "model.json").write_text("{}")
-    assert tp.find_trained_model(run) is None
+    assert run_folder.find_trained_model(run) is None
 
 
 # --------------------------------------------------------------------------- dataset summary
@@ -372,7 +373,7 @@ def test_dataset_check_lists_cases_classes_and_problems_per_case(tmp_path):
     _pair(tmp_path, "d", label_spacing=(0.5, 0.5, 3.0))
     _pair(tmp_path, "e", values=(1, 7))
     (tmp_path / "readme.txt").write_text("x")
-    steps = list(tp.check_dataset(tmp_path))
+    steps = list(dataset_check.check_dataset(tmp_path))
     assert [round(f, 2) for f, _ in steps] == [0.2, 0.4, 0.6, 0.8, 1.0]
     s = steps[-1][1]
     assert s.cases == ["a", "b", "c", "d", "e"]
@@ -383,24 +384,24 @@ def test_dataset_check_lists_cases_classes_and_problems_per_case(tmp_path):
     text = s.text().splitlines()
     assert text[:2] == [f"5 case(s) in {tmp_path}", "label values: 1, 2, 3"]
     assert "a: 16x12x3 voxels, 0.50x0.50x4.00 mm, labels 0, 1, 3" in text
-    assert tp.summarize_dataset(tmp_path, allowed_values=[1, 2, 3, 7]).problems[-1].startswith("case d")
+    assert dataset_check.summarize_dataset(tmp_path, allowed_values=[1, 2, 3, 7]).problems[-1].startswith("case d")
 
 
 def test_dataset_folder_problems(tmp_path):
     _pair(tmp_path, "a")
-    assert tp.summarize_dataset(tmp_path).ok
+    assert dataset_check.summarize_dataset(tmp_path).ok
     sitk.WriteImage(sitk.Image(4, 4, 2, sitk.sitkFloat32), str(tmp_path / "f_image.mha"))
-    s = tp.summarize_dataset(tmp_path)
+    s = dataset_check.summarize_dataset(tmp_path)
     assert not s.ok and s.problems[0].startswith("case f: f_image.mha has no label map")
-    missing = tp.summarize_dataset(tmp_path / "nope")
+    missing = dataset_check.summarize_dataset(tmp_path / "nope")
     assert not missing.ok and "data not found" in missing.problems[0]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no <case>_image" in tp.summarize_dataset(empty).problems[0]
+    assert "no <case>_image" in dataset_check.summarize_dataset(empty).problems[0]
 
 
 def test_dataset_check_on_spider(spider_dir):
-    checks = tp.check_dataset(spider_dir)
+    checks = dataset_check.check_dataset(spider_dir)
     fraction, s = next(checks)  # one case is enough here: reading all 33 is too slow for a unit test
     checks.close()
     assert len(s.cases) == 33 and fraction == pytest.approx(1 / 33)
@@ -440,7 +441,7 @@ def fake_cli(tmp_path):
 
 
 def test_headless_success_prints_events(fake_cli, capsys):
-    rc = tp.headless_main(["train", "DATA", "-o", "RUN"], prefix=fake_cli)
+    rc = headless_training.headless_main(["train", "DATA", "-o", "RUN"], prefix=fake_cli)
     out = capsys.readouterr().out.splitlines()
     assert rc == EXIT_OK
     assert [line.split("] ")[1] for line in out[:2]] == ["Preprocessing a", "Preprocessing b"]
@@ -455,18 +456,18 @@ def test_headless_success_prints_events(fake_cli, capsys):
     ([], EXIT_INPUT, "usage:"),
 ])
 def test_headless_failures_exit_codes(fake_cli, capsys, args, rc, text):
-    assert tp.headless_main(args, prefix=fake_cli) == rc
+    assert headless_training.headless_main(args, prefix=fake_cli) == rc
     assert text in capsys.readouterr().err
 
 
 def test_headless_cv_progress_spans_models_and_folds(fake_cli, capsys):
-    assert tp.headless_main(["cv", "DATA", "--models=a,b,c", "--folds", "2", "--no-progress"], prefix=fake_cli) == 0
+    assert headless_training.headless_main(["cv", "DATA", "--models=a,b,c", "--folds", "2", "--no-progress"], prefix=fake_cli) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[8%") and "epoch 1/2" in out[0]  # 1 of 2 epochs of the first of 6 trainings
 
 
 def test_headless_help_and_cancel(fake_cli, capsys):
-    assert tp.headless_main(["--help"], prefix=fake_cli) == EXIT_OK
+    assert headless_training.headless_main(["--help"], prefix=fake_cli) == EXIT_OK
     assert "Exit codes" in capsys.readouterr().out
     calls = []
 
@@ -474,7 +475,7 @@ def test_headless_help_and_cancel(fake_cli, capsys):
         calls.append(1)
         return len(calls) > 20  # about 1 s after start
 
-    assert tp.headless_main(["train", "DATA", "--hang"], prefix=fake_cli, cancel=cancel) == EXIT_CANCELLED
+    assert headless_training.headless_main(["train", "DATA", "--hang"], prefix=fake_cli, cancel=cancel) == EXIT_CANCELLED
     assert "cancelled" in capsys.readouterr().err
 
 
@@ -482,7 +483,7 @@ def test_replay_run_keeps_earlier_epochs_for_resume(tmp_path):
     run = _train_run(tmp_path / "t")
     records = [{"epoch": e, "epochs": 3, "loss": 1.0 / e, "val_dsc": 0.2 * e, "windows": 6} for e in (1, 2)]
     (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + '\n{"epoch": 3, "ep')  # killed mid-line
-    mon = tp.replay_run(tp.run_info(run))
+    mon = run_monitor.replay_run(run_folder.run_info(run))
     (series,) = mon.curves()
     assert series.label == "hybrid" and series.epochs == [1, 2] and series.val_dsc == [0.2, 0.4]
     assert mon.fraction == pytest.approx(2 / 3)
@@ -499,6 +500,6 @@ def test_replay_run_keeps_earlier_epochs_for_resume(tmp_path):
             (fold / "log.jsonl").write_text(json.dumps({"epoch": 1, "epochs": 1, "loss": 0.5, "val_dsc": 0.6}))
             if (m, k) != ("no-ux", 1):
                 (fold / "fold.json").write_text(json.dumps({"mean_dsc": 0.6, "model": m, "fold": k}))
-    mon = tp.replay_run(tp.run_info(cv))
+    mon = run_monitor.replay_run(run_folder.run_info(cv))
     assert [c.label for c in mon.curves()] == ["hybrid fold 1", "hybrid fold 2", "no-ux fold 1", "no-ux fold 2"]
     assert len(mon.folds_done) == 3 and mon.fraction == pytest.approx(1.0)

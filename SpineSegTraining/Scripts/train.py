@@ -19,7 +19,7 @@ def _importCore() -> None:
 
 def main(argv) -> int:
     _importCore()
-    from spineseg.training_panel import headless_main
+    from spineseg.moduleslogic.headless_training import headless_main
 
     return headless_main(argv)
 

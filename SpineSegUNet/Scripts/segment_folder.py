@@ -43,8 +43,8 @@ def main(argv):
     if moduleDir not in sys.path:
         sys.path.insert(0, moduleDir)
     import SpineSegUNet  # also makes "import spineseg" work from a source checkout
-    from spineseg import jobs
     from spineseg.io import is_image_file
+    from spineseg.moduleslogic import model_registry, segment_command
 
     try:
         args = parseArguments(argv)
@@ -61,10 +61,10 @@ def main(argv):
                     if is_image_file(os.path.join(args.input, name)))
     if not inputs:
         return fail(f"{args.input}: no NIfTI/NRRD/MHA images found")
-    if args.model is None and jobs.bundled_model_dir() is None:
+    if args.model is None and model_registry.bundled_model_dir() is None:
         return fail("no bundled model in this installation; pass --model MODEL_DIR")
-    options = jobs.SegmentOptions(model=args.model or str(jobs.bundled_model_dir()), device=args.device,
-                                  backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink)
+    options = segment_command.SegmentOptions(model=args.model or str(model_registry.bundled_model_dir()),
+                                             device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink)
     try:
         options.validate()
     except ValueError as exc:

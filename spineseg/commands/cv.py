@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from spineseg.networks import ABLATION_SET
+
 NAME = "cv"
 HELP = "k-fold cross-validation of one or more architectures; per-model reports and the ablation table."
 
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_common_arguments(parser)
     parser.add_argument("--folds", type=int, default=5, help="number of folds (split by case; default 5)")
-    parser.add_argument("--models", default="hybrid,no-ux,no-hanc,resunet,unetpp",
+    parser.add_argument("--models", default=",".join(ABLATION_SET),
                         help="comma-separated architectures (default: the ablation set)")
 
 

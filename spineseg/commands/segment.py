@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from spineseg.inference.backends import BACKENDS
+
 NAME = "segment"
 HELP = "Segment vertebrae, discs and the spinal canal in sagittal MR volumes."
 SUFFIX = "_seg"
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output label file (one input) or folder (outputs named <input>_seg.nii.gz)")
     parser.add_argument("--model", help="model folder (model.json + weights); default: the bundled model")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch (PyTorch) or onnx (ONNX Runtime, no PyTorch needed; run 'spineseg export' first)")
     parser.add_argument("--n4", action=argparse.BooleanOptionalAction, default=None,
                         help="N4 bias-field correction (default: what the model was trained with)")

@@ -24,6 +24,8 @@ from spineseg.labels import ClassInfo
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
 BACKENDS = ("torch", "onnx")
+#: device names every command takes (and ``cuda:N``, a numbered CUDA device)
+DEVICES = ("auto", "cpu", "cuda")
 #: ONNX metadata key holding the in-plane multiple the exported graph needs
 ONNX_MULTIPLE_KEY = "spineseg.multiple"
 
@@ -182,6 +184,11 @@ def resolve_torch_device(device: str, local_rank: Optional[int] = None):
             raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
         return dev
     raise InputError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def is_device_name(device: str) -> bool:
+    """True for the names in :data:`DEVICES` and for ``cuda:N``."""
+    return device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())
 
 
 class SplittingForward:

@@ -46,6 +46,10 @@ _REGISTRY: Dict[str, Tuple[str, str, Dict[str, Any], str]] = {
 }
 
 
+#: the architectures ``spineseg cv`` compares by default (the ablation of the design report's Table 1)
+ABLATION_SET: Tuple[str, ...] = ("hybrid", "no-ux", "no-hanc", "resunet", "unetpp")
+
+
 def network_names() -> Tuple[str, ...]:
     """The registered architecture names, in table order."""
     return tuple(_REGISTRY)

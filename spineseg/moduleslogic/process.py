@@ -1,87 +1,36 @@
-"""Run ``python -m spineseg segment ... --json`` as a background job (no Qt, no MRML).
+"""A ``spineseg ... --json`` child process run in the background (no Qt, no MRML).
 
-The Slicer module launches the core in a subprocess so the GUI stays alive and
-Cancel can kill it. Everything about that process that does not need Slicer lives
-here and is tested with pytest: building the command line, reading the JSON
-progress lines without blocking (a reader thread feeds a queue that a GUI timer
-drains with :meth:`Job.poll`), killing the whole process tree, turning a failure
-into one readable sentence, and finding which Python packages are missing.
+The Slicer modules launch the core in a subprocess so the GUI stays alive and Cancel
+can kill it. A reader thread feeds the JSON events into a queue that a GUI timer
+drains with :meth:`Job.poll`; :meth:`Job.cancel` kills the whole process tree;
+:func:`failure_message` turns an unsuccessful run into one readable sentence.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from spineseg.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK
 from spineseg.progress import parse_json_line
 
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("onnx", "torch")
-
-
-# --------------------------------------------------------------------------- command line
-@dataclass
-class SegmentOptions:
-    """The ``spineseg segment`` options the Slicer panel exposes (None: the CLI's default)."""
-
-    model: Optional[str] = None  # model folder; None: the bundled default model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    backend: str = "onnx"  # onnx | torch
-    n4: Optional[bool] = None  # None: what the model header says
-    n4_shrink: Optional[int] = None
-    overwrite: bool = False
-    extra_args: List[str] = field(default_factory=list)  # further CLI options, passed as given
-
-    def validate(self) -> None:
-        dev = self.device
-        if not (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ValueError(f"device {dev!r}: use auto, cpu, cuda or cuda:N")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r}: use onnx or torch")
-        if self.n4_shrink is not None and int(self.n4_shrink) < 1:
-            raise ValueError(f"N4 shrink factor {self.n4_shrink}: use an integer >= 1")
-
-
-def segment_command(python: str, inputs: Sequence[str], output: str, options: SegmentOptions) -> List[str]:
-    """The argv for ``<python> -m spineseg segment INPUT... -o OUTPUT [options] --json``."""
-    options.validate()
-    if not inputs:
-        raise ValueError("no input image to segment")
-    argv = [python, "-m", "spineseg", "segment", *[str(p) for p in inputs], "-o", str(output)]
-    if options.model:
-        argv += ["--model", str(options.model)]
-    argv += ["--device", options.device, "--backend", options.backend]
-    if options.n4 is not None:
-        argv.append("--n4" if options.n4 else "--no-n4")
-    if options.n4_shrink is not None:
-        argv += ["--n4-shrink", str(int(options.n4_shrink))]
-    if options.overwrite:
-        argv.append("--overwrite")
-    argv += list(options.extra_args)
-    argv.append("--json")
-    return argv
-
 
 def python_executable() -> str:
     """The Python to run the core with: Slicer's ``PythonSlicer`` when there is one, else this one."""
-    import shutil
-
     return shutil.which("PythonSlicer") or sys.executable
 
 
 def package_root() -> Path:
     """The folder that holds the ``spineseg`` package (goes on the child's PYTHONPATH)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def child_environment(base: Optional[Dict[str, str]] = None, *, extra_path: Optional[Path] = None) -> Dict[str, str]:
@@ -144,10 +93,15 @@ def _sentence(text: str) -> str:
 
 
 def failure_message(returncode: Optional[int], *, error_event: Optional[Dict[str, Any]] = None,
-                    stderr_lines: Sequence[str] = (), cancelled: bool = False) -> str:
-    """One readable sentence for a job that did not succeed."""
+                    stderr_lines: Sequence[str] = (), cancelled: bool = False, task: str = "Segmentation",
+                    installer: str = "SpineSeg UNet") -> str:
+    """One readable sentence for a job that did not succeed.
+
+    ``task`` names the work ("Segmentation", "Training"); ``installer`` is the panel
+    that offers to install a missing Python package.
+    """
     if cancelled or returncode == EXIT_CANCELLED:
-        return "Segmentation was cancelled; the scene was left unchanged."
+        return f"{task} was cancelled; the scene was left unchanged."
     detail = ""
     if error_event and error_event.get("message"):
         detail = str(error_event["message"])
@@ -155,16 +109,16 @@ def failure_message(returncode: Optional[int], *, error_event: Optional[Dict[str
         detail = error_line(stderr_lines)
     module = detail.split("No module named", 1)[1].strip(" '\".") if "No module named" in detail else ""
     if module and not module.startswith("spineseg"):  # a missing spineseg module is a broken install: a bug
-        return _sentence(f"Segmentation could not start: the Python package '{module}' is missing; "
-                         "install it from the SpineSeg UNet panel (it offers to) or with pip")
+        return _sentence(f"{task} could not start: the Python package '{module}' is missing; "
+                         f"install it from the {installer} panel (it offers to) or with pip")
     if returncode == EXIT_INPUT:
-        return _sentence(f"Segmentation failed: {detail or 'bad input'}")
+        return _sentence(f"{task} failed: {detail or 'bad input'}")
     if returncode is not None and returncode < 0:
-        return _sentence(f"Segmentation stopped: the process was killed by signal {-returncode}")
+        return _sentence(f"{task} stopped: the process was killed by signal {-returncode}")
     if returncode == EXIT_INTERNAL or detail:
-        return _sentence("Segmentation failed with an internal error (please report it with the log)"
+        return _sentence(f"{task} failed with an internal error (please report it with the log)"
                          + (f": {detail}" if detail else ""))
-    return _sentence(f"Segmentation failed with exit code {returncode}")
+    return _sentence(f"{task} failed with exit code {returncode}")
 
 
 # --------------------------------------------------------------------------- process tree
@@ -361,125 +315,7 @@ class Job:
         self.cancelled = True
         kill_process_tree(self.process.pid, reap=self.process.poll)
 
-    def failure(self) -> str:
-        """One sentence saying why the job did not succeed."""
+    def failure(self, *, task: str = "Segmentation", installer: str = "SpineSeg UNet") -> str:
+        """One sentence saying why the job did not succeed (wording: :func:`failure_message`)."""
         return failure_message(self.returncode, error_event=self.error, stderr_lines=list(self.stderr_lines),
-                               cancelled=self.cancelled)
-
-
-# --------------------------------------------------------------------------- dependencies
-@dataclass(frozen=True)
-class Requirement:
-    """A Python package the core needs: ``module`` to import, ``pip`` spec to install it,
-    ``via_pytorch_utils`` when the PyTorch extension should install it (torch builds depend on the GPU)."""
-
-    module: str
-    pip: str
-    via_pytorch_utils: bool = False
-
-
-CORE_REQUIREMENTS = (Requirement("numpy", "numpy>=1.22"), Requirement("SimpleITK", "SimpleITK>=2.2"),
-                     Requirement("safetensors", "safetensors>=0.4"))
-BACKEND_REQUIREMENTS = {
-    "onnx": (Requirement("onnxruntime", "onnxruntime>=1.16"),),
-    "torch": (Requirement("torch", "torch>=2.1", via_pytorch_utils=True), Requirement("monai", "monai>=1.3")),
-}
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def missing_requirements(backend: str, *, importable: Callable[[str], bool] = _importable) -> List[Requirement]:
-    """The packages the chosen backend needs that this Python cannot import (found without importing them)."""
-    if backend not in BACKEND_REQUIREMENTS:
-        raise ValueError(f"backend {backend!r}: use onnx or torch")
-    return [r for r in (*CORE_REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]) if not importable(r.module)]
-
-
-def restart_needed(installed: Sequence[Requirement], loaded_modules: Optional[Sequence[str]] = None) -> bool:
-    """True when a package just installed was already imported in this process (the new version
-    only takes effect after a restart). The segmentation itself runs in a fresh process, so
-    newly installed packages work there without a restart."""
-    loaded = set(sys.modules if loaded_modules is None else loaded_modules)
-    return any(r.module in loaded for r in installed)
-
-
-# --------------------------------------------------------------------------- models
-#: Application setting (QSettings) listing the model folders that SpineSeg Training's
-#: "Use this model" registered; SpineSeg UNet offers them in its model folder history.
-USER_MODELS_KEY = "SpineSeg/UserModels"
-
-
-def _setting_list(value: Any) -> List[str]:
-    """QSettings hands back None, one string or a list, depending on what was stored."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    return [str(v) for v in value if v]
-
-
-def add_user_model(current: Any, model_dir: Union[str, "os.PathLike[str]"]) -> List[str]:
-    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, newest last)."""
-    new = str(Path(model_dir).resolve())
-    return [p for p in _setting_list(current) if str(Path(p).resolve()) != new] + [new]
-
-
-def user_model_dirs(value: Any) -> List[Path]:
-    """The registered model folders that still hold a model, newest first."""
-    return [Path(p) for p in reversed(_setting_list(value)) if (Path(p) / "model.json").is_file()]
-
-
-def bundled_model_dir() -> Optional[Path]:
-    """The bundled default model folder, or None when the extension ships none yet."""
-    try:
-        from spineseg.modelfile import default_model_path
-    except ImportError:
-        candidate = package_root() / "Resources" / "Models" / "spineseg-default"
-        return candidate if (candidate / "model.json").is_file() else None
-    path = default_model_path()
-    return Path(path) if path else None
-
-
-def model_summary(path: Optional[Path]) -> str:
-    """A short description of a model folder for the panel, or the reason it cannot be used.
-
-    Reads only ``model.json`` (the core checks the weights when it loads them).
-    """
-    import json
-
-    if path is None or str(path) in ("", "."):
-        return "No model folder chosen."
-    path = Path(path)
-    header = path / "model.json"
-    if not header.is_file():
-        return f"{path} is not a SpineSeg model folder (no model.json)."
-    try:
-        data = json.loads(header.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"{header} cannot be read ({exc})."
-    if not isinstance(data, dict) or data.get("format") != "spineseg-model":
-        return f"{header} is not a SpineSeg model header."
-    names = ", ".join(str(c.get("name")) for c in data.get("classes", []) if isinstance(c, dict))
-    arch = data.get("architecture", {}).get("name", "?") if isinstance(data.get("architecture"), dict) else "?"
-    onnx = " + ONNX" if data.get("onnx") else ""
-    return f"{data.get('name', path.name)} ({arch}{onnx}): {names or 'no classes'}"
-
-
-def result_classes(done: Optional[Dict[str, Any]], model_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
-    """The classes of a finished segmentation: from the done event's first output, else from
-    ``model.json`` of ``model_dir``. Raises ValueError when neither names any class."""
-    import json
-
-    outputs = (done or {}).get("outputs") or []
-    if outputs and isinstance(outputs[0], dict) and outputs[0].get("classes"):
-        return list(outputs[0]["classes"])
-    if model_dir is not None and (Path(model_dir) / "model.json").is_file():
-        data = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
-        if isinstance(data, dict) and data.get("classes"):
-            return list(data["classes"])
-    raise ValueError("the segmentation result names no classes (neither the done event nor model.json)")
+                               cancelled=self.cancelled, task=task, installer=installer)
