@@ -6,12 +6,14 @@ Exit codes: 0 success, 2 bad usage or bad input (one line on stderr),
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
 import sys
 import traceback
 import warnings
+from pathlib import Path
 from typing import List, Optional
 
 from spineseg import __version__
@@ -26,8 +28,18 @@ def _command_modules():
             yield importlib.import_module(f"{_commands.__name__}.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, remembering its usage error so that ``--json`` can end the stream with it too."""
+
+    last_error = ""
+
+    def error(self, message: str):  # type: ignore[override]
+        _Parser.last_error = f"{self.prog}: {message}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spineseg",
         description="Spine segmentation in thick-slice sagittal MR.",
     )
@@ -54,7 +66,13 @@ def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 with argparse's message on bad usage
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)  # exits 2 with argparse's message on bad usage
+    except SystemExit as exc:
+        if exc.code == EXIT_INPUT and "--json" in argv:
+            _json_error(argparse.Namespace(json=True), _Parser.last_error or "bad usage", EXIT_INPUT)
+        raise
     warnings.showwarning = _show_warning
     try:
         return int(args._run(args) or 0)
@@ -62,15 +80,46 @@ def main(argv: Optional[List[str]] = None) -> int:
         _json_error(args, str(exc), EXIT_INPUT)
         print(f"spineseg: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except OSError as exc:
+        if exc.errno not in _USER_ERRNOS:
+            return _internal(args, exc)
+        message = _os_error_message(exc)
+        _json_error(args, message, EXIT_INPUT)
+        print(f"spineseg: error: {message}", file=sys.stderr)
+        return EXIT_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:
         _json_error(args, str(exc) or "cancelled", EXIT_CANCELLED)
         print(f"spineseg: cancelled{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # a bug: show everything
-        _json_error(args, f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_INTERNAL)
-        traceback.print_exc()
-        print("spineseg: internal error (a bug; please report it with the traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal(args, exc)
+
+
+def _internal(args: argparse.Namespace, exc: BaseException) -> int:
+    _json_error(args, f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_INTERNAL)
+    traceback.print_exc()
+    print("spineseg: internal error (a bug; please report it with the traceback above)", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+#: operating-system errors that are the user's environment, not a bug: a full disk or quota, no permission,
+#: a read-only location, a name too long for the filesystem
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "output"
+    if len(str(where)) > 120:
+        where = f"{str(where)[:60]}...{str(where)[-20:]}"
+    hint = {errno.ENOSPC: "free some disk space or choose another location",
+            errno.EDQUOT: "free some space in your quota or choose another location",
+            errno.ENAMETOOLONG: "choose a shorter name"}.get(exc.errno, "check the permissions or choose another location")
+    free = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is not None:
+        from spineseg.io import free_space
+
+        free = f" ({free_space(Path(str(exc.filename)).parent)})"
+    return f"{where}: {exc.strerror}{free}; {hint}"
 
 
 if __name__ == "__main__":

@@ -8,16 +8,19 @@ half-written file and never destroys an existing one.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import List, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import InputError
+from spineseg.nifti import check_nifti, is_nifti
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -79,7 +82,11 @@ def read_image(path: PathLike, *, kind: str = "image") -> sitk.Image:
                 raise InputError(
                     f"{p}: unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) or a DICOM folder"
                 )
-            if p.name.lower().endswith(".gz"):
+            if not p.is_file():
+                raise InputError(f"{p}: not a regular file (a device, pipe or socket); give an image file")
+            if is_nifti(p):
+                check_nifti(p, finite=True)  # before ITK: it zero-fills short payloads and NaN, and allocates blindly
+            elif p.name.lower().endswith(".gz"):
                 _check_gzip_complete(p)
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -114,11 +121,15 @@ def check_image(image: sitk.Image, name: PathLike = "image", *, kind: str = "ima
         raise InputError(f"{name}: image is {what} with size {size}; give a 3D volume (one time point, one channel)")
     if min(size) < 1:
         raise InputError(f"{name}: image is empty (size {size})")
+    check_geometry(image, name)
     array = sitk.GetArrayViewFromImage(image)
     if kind == "image":
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             bad = int((~np.isfinite(array)).sum())
             raise InputError(f"{name}: image has {bad} NaN or infinite voxels; fix or mask them before segmenting")
+        if array.dtype.itemsize > 4 and array.size and max(abs(float(array.min())), abs(float(array.max()))) > _FLOAT32_MAX:
+            raise InputError(f"{name}: intensities reach {max(abs(float(array.min())), abs(float(array.max()))):.3g}, "
+                             "beyond the float32 range SpineSeg computes in; rescale the image")
         if array.size and array.min() == array.max():
             raise InputError(f"{name}: image is constant (every voxel is {array.flat[0]}); it holds no anatomy to segment")
     elif kind == "label":
@@ -129,6 +140,33 @@ def check_image(image: sitk.Image, name: PathLike = "image", *, kind: str = "ima
         raise ValueError(f"unknown kind {kind!r}")
 
 
+#: largest finite float32: SpineSeg computes in float32, so larger intensities would become infinite
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: spacings SpineSeg accepts, in mm (a sub-micron or metre-scale voxel is a broken header, not an MR volume)
+SPACING_RANGE_MM = (1e-3, 1e3)
+#: largest deviation of the direction cosines from an orthonormal matrix (1-ulp noise is far below it)
+DIRECTION_TOLERANCE = 1e-4
+
+
+def check_geometry(image: sitk.Image, name: PathLike = "image") -> None:
+    """Refuse spacings outside :data:`SPACING_RANGE_MM` and direction cosines that are not orthonormal.
+
+    A sheared (non-orthogonal) grid cannot be written to NIfTI (ITK would silently write
+    another direction), and every output must have its input's geometry exactly.
+    """
+    spacing = image.GetSpacing()
+    lo, hi = SPACING_RANGE_MM
+    if not all(lo <= s <= hi for s in spacing):
+        raise InputError(f"{name}: spacing {' x '.join(f'{s:g}' for s in spacing)} mm is outside "
+                         f"{lo:g}..{hi:g} mm; the header is damaged: fix the spacing")
+    n = image.GetDimension()
+    d = np.asarray(image.GetDirection(), dtype=float).reshape(n, n)
+    err = float(np.abs(d.T @ d - np.eye(n)).max())
+    if not err <= DIRECTION_TOLERANCE:
+        raise InputError(f"{name}: direction cosines are not orthonormal (off by {err:.2g}: a sheared grid); "
+                         "resample the image onto an orthogonal grid first")
+
+
 def _check_output_path(path: Path, overwrite: bool, image: bool = True) -> None:
     if image and image_extension(path) not in WRITE_EXTENSIONS:
         raise InputError(f"{path}: cannot write this file type; use .nii.gz, .nii, .nrrd or .mha")
@@ -136,14 +174,64 @@ def _check_output_path(path: Path, overwrite: bool, image: bool = True) -> None:
         raise InputError(f"{path}: is a folder; give a file name such as {path / 'label.nii.gz'}")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: output exists; pass --overwrite to replace it or choose another name")
+    name_max = _name_max(path.parent)
+    if len(os.fsencode(path.name)) > name_max:
+        raise InputError(f"{path.name[:40]}...: file name too long ({len(os.fsencode(path.name))} bytes, the "
+                         f"filesystem allows {name_max}); choose a shorter output name")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # checked, not created: a refused run leaves no empty folder behind
+    if not existing.is_dir():
+        raise InputError(f"{folder}: cannot create output folder ({existing} is a file); "
+                         "choose another output location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{existing}: output folder is not writable; choose another output location")
+
+
+def _name_max(folder: Path) -> int:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return int(os.pathconf(str(probe), "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf
+        return 255
+
+
+def make_parents(path: Path) -> List[Path]:
+    """Create the missing folders above ``path``; returns them, outermost first (for :func:`remove_empty`)."""
+    missing = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_empty(missing)
+        raise InputError(f"{path.parent}: cannot create output folder ({exc.strerror}); "
+                         "choose a writable location") from None
+    return missing
+
+
+def remove_empty(folders: List[Path]) -> None:
+    """Remove the folders of :func:`make_parents` again, innermost first, where they are still empty."""
+    for folder in reversed(folders):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"{folder}: cannot create output folder ({exc.strerror}); choose a writable location") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{folder}: output folder is not writable; choose another output location")
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def refuse_input_as_output(outputs: List[Optional[PathLike]], inputs: List[Optional[PathLike]]) -> None:
+    """Raise :class:`InputError` when an output names an input (links resolved): with ``--overwrite``
+    the input would be replaced by its own result."""
+    sources = [Path(i).resolve() for i in inputs if i is not None]
+    for out in outputs:
+        if out is not None and Path(out).resolve() in sources:
+            raise InputError(f"{out}: output would replace an input; choose another output name")
 
 
 def check_writable(path: PathLike, *, overwrite: bool = False, image: bool = True) -> Path:
@@ -166,22 +254,84 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False, c
     p = Path(path)
     _check_output_path(p, overwrite)
     ext = image_extension(p)
-    fd, tmp = tempfile.mkstemp(prefix=f".{strip_image_extension(p)}.", suffix=f".tmp{ext}", dir=str(p.parent))
+    created = make_parents(p)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{strip_image_extension(p)}.", suffix=f".tmp{ext}", dir=str(p.parent))
+    except OSError as exc:
+        remove_empty(created)
+        raise InputError(f"{p}: cannot write image ({exc.strerror}; {free_space(p.parent)}); "
+                         "check free space and permissions") from None
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
         with open(tmp, "rb") as fh:  # make the bytes durable before the rename
             os.fsync(fh.fileno())
+        _verify_written(Path(tmp), image, p)
         os.chmod(tmp, _default_file_mode())
         os.replace(tmp, p)
-    except (RuntimeError, OSError) as exc:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        remove_empty(created)
+        if isinstance(exc, InputError):
+            raise
+        if not isinstance(exc, (RuntimeError, OSError)):
+            raise
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: cannot write image ({reason[:160]}); check free space and permissions") from None
+        raise InputError(f"{p}: cannot write image ({reason[:160]}); {free_space(p.parent)}, "
+                         "check free space and permissions") from None
     return p
+
+
+def free_space(folder: Path) -> str:
+    """How much space is left where ``folder`` lives, for messages ('1.2 MiB free')."""
+    try:
+        free = shutil.disk_usage(str(folder)).free
+    except OSError:
+        return "free space unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+        free /= 1024
+    return ""  # unreachable
+
+
+def _verify_written(tmp: Path, image: sitk.Image, target: Path) -> None:
+    """ITK's writers (NIfTI's above all) report no write errors: a full disk leaves a short file
+    and exit 0. Read the file back before it replaces anything."""
+    expected = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel()
+    try:
+        if is_nifti(tmp):
+            header = check_nifti(tmp)
+            ok = int(np.prod(header.size)) == expected
+        else:
+            back = sitk.ReadImage(str(tmp))
+            ok = back.GetSize() == image.GetSize() and np.array_equal(
+                sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image), equal_nan=True)
+    except (InputError, RuntimeError, OSError):
+        ok = False
+    if not ok:
+        raise InputError(f"{target}: the written file came out incomplete ({tmp.stat().st_size} bytes; "
+                         f"{free_space(target.parent)} in {target.parent}); free some space or choose another "
+                         "location (nothing was replaced)")
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` fit for strict JSON: NaN/inf floats as None (readers take null as undefined),
+    numpy scalars and arrays as Python values."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def current_umask() -> int:
@@ -200,8 +350,13 @@ def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) 
     p = Path(path)
     if p.exists() and not overwrite:
         raise InputError(f"{p}: output exists; pass --overwrite to replace it or choose another name")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    created = make_parents(p)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    except OSError as exc:
+        remove_empty(created)
+        raise InputError(f"{p}: cannot write file ({exc.strerror}; {free_space(p.parent)}); "
+                         "check free space and permissions") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -214,7 +369,9 @@ def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) 
             os.unlink(tmp)
         except OSError:
             pass
-        raise InputError(f"{p}: cannot write file ({exc.strerror or exc}); check free space and permissions") from None
+        remove_empty(created)
+        raise InputError(f"{p}: cannot write file ({exc.strerror or exc}; {free_space(p.parent)}); "
+                         "check free space and permissions") from None
     return p
 
 
@@ -228,6 +385,8 @@ def list_inputs(paths: List[PathLike]) -> List[Path]:
         if p.is_file():
             out.append(p)
             continue
+        if not p.is_dir():
+            raise InputError(f"{p}: not a regular file (a device, pipe or socket); give an image file")
         images = sorted(q for q in p.iterdir() if is_image_file(q))
         if images:
             out.extend(images)

@@ -24,8 +24,11 @@ CancelCheck = Callable[[], bool]
 
 
 def json_line(event: str, **fields: Any) -> str:
-    """One JSON progress line (no newline)."""
-    return json.dumps({"event": event, **fields}, separators=(",", ":"), default=_json_default)
+    """One JSON progress line (no newline); strict JSON: an undefined metric (NaN) is null."""
+    from spineseg.io import json_safe
+
+    return json.dumps(json_safe({"event": event, **fields}), separators=(",", ":"), default=_json_default,
+                      allow_nan=False)
 
 
 def _json_default(value: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from spineseg.io import write_bytes_atomic
+from spineseg.io import json_safe, write_bytes_atomic
 from spineseg.labels import ClassInfo, classes_to_dicts
 from spineseg.metrics import (
     CONVENTIONS,
@@ -67,23 +67,8 @@ def _mean_std(summary: Mapping[str, Any], metric: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
+    return (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _csv_bytes(header: Sequence[str], rows: List[Sequence[Any]]) -> bytes:

@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from spineseg.errors import InputError
-    from spineseg.io import check_writable, read_image, write_image
+    from spineseg.io import check_writable, read_image, refuse_input_as_output, write_image
     from spineseg.preprocessing import n4_correct
     from spineseg.progress import Reporter
 
     if args.mask and args.no_mask:
         raise InputError("--mask and --no-mask contradict each other; give one of them")
+    refuse_input_as_output([args.output, args.bias_field], [args.input, args.mask])
     output = check_writable(args.output, overwrite=args.overwrite)
     field_path = check_writable(args.bias_field, overwrite=args.overwrite) if args.bias_field else None
     if field_path is not None and field_path.resolve() == output.resolve():

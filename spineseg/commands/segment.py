@@ -76,7 +76,7 @@ def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwr
                  overlay: bool = False) -> List[Planned]:
     """Output label (probability, overlay) paths per input; checks they can all be written before any work."""
     from spineseg.errors import InputError
-    from spineseg.io import check_writable, image_extension, strip_image_extension
+    from spineseg.io import check_writable, image_extension, refuse_input_as_output, strip_image_extension
 
     out = Path(output)
     if len(inputs) == 1 and image_extension(out) and not out.is_dir():
@@ -98,8 +98,7 @@ def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwr
         for path in entry:
             if path is None:
                 continue
-            if any(path.resolve() == p.resolve() for p in inputs):
-                raise InputError(f"{path}: output would replace an input; choose another output name")
+            refuse_input_as_output([path], list(inputs))
             check_writable(path, overwrite=overwrite, image=path.suffix != ".png")
     return planned
 
@@ -211,7 +210,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
             raise InputError("--overlay needs matplotlib; install it with: pip install 'spineseg[report]'")
     planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite,
                            overlay=args.overlay)
-    created_dirs.extend(p for p in reversed(missing) if p.is_dir())
+    created_dirs.extend(reversed(missing))  # made by the first write; the rollback removes them if empty
     model_path = _model_path(args)
     cancel.install()
     backend = load(model_path, options)

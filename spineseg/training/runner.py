@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from spineseg.errors import InputError
+from spineseg.io import json_safe as strict
 from spineseg.io import write_bytes_atomic
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo, classes_to_dicts
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
@@ -37,17 +38,6 @@ def data_values(config: TrainConfig) -> List[int]:
     if config.classes:
         return [int(c["value"]) for c in config.classes]
     return [c.value for c in SPINE_CLASSES]
-
-
-def strict(obj: Any) -> Any:
-    """A copy of ``obj`` with NaN/inf floats as None (strict JSON; metric readers take null as undefined)."""
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    return obj
 
 
 def write_json(path: Path, obj: Any, *, overwrite: bool = True) -> Path:

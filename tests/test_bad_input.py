@@ -1,0 +1,333 @@
+"""Every bad input and fault we know of, tried as a hostile user would, in one table.
+
+A row is ``(id, command line, exit code, fragment of the error line)``. ``{name}`` in the
+command line is an input built by the function of that name in ``INPUTS`` (inside the
+case's own folder); ``{out}`` is a path in that folder that nothing may create. Each row
+checks: the exit code; stderr is exactly one ``spineseg: error:`` line (plus warnings)
+holding the fragment, with no traceback or ITK/GDCM/torch text (file descriptor 2 is
+captured, so C++ output counts); under ``--json`` the last stdout line is the JSON error
+event; every file and folder in the case folder is byte-for-byte what it was (nothing
+written or left behind, inputs and earlier results untouched). The next case is one line.
+
+``{full}`` / ``{nearly_full}``: a folder on a filesystem with no / 8 KiB space left (a tiny
+tmpfs where this process may mount one, else an injected short write, which is what ITK's
+NIfTI writer leaves on a full disk). ``{old_result}`` is an earlier good result in ``{full}``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from spineseg.cli import main
+from test_inference_fixtures import random_model  # noqa: F401  (fixture)
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _mr(size=(48, 40, 5), spacing=(0.8, 0.8, 4.4), dtype=np.float32, seed=0) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    img = sitk.GetImageFromArray(rng.gamma(2.0, 100.0, size=size[::-1]).astype(dtype))
+    img.SetSpacing(spacing)
+    return img
+
+
+def image(d: Path) -> Path:
+    p = d / "image.nii.gz"
+    sitk.WriteImage(_mr(), str(p))
+    return p
+
+
+def image_nrrd(d: Path) -> Path:
+    p = d / "image.nrrd"
+    sitk.WriteImage(_mr(), str(p))
+    return p
+
+
+def image_folder(d: Path) -> Path:
+    """Two good inputs and, last in name order, one that is truncated."""
+    f = d / "inputs"
+    f.mkdir()
+    sitk.WriteImage(_mr(seed=1), str(f / "a.nii.gz"))
+    sitk.WriteImage(_mr(seed=2), str(f / "b.nii.gz"))
+    _truncate_payload(f / "c.nii", _mr(seed=3), keep=0.5, compress=False)
+    return f
+
+
+def earlier_results(d: Path) -> Path:
+    """The output folder of an earlier run over ``image_folder``: the user's results."""
+    f = d / "results"
+    f.mkdir()
+    for name in ("a_seg.nii.gz", "b_seg.nii.gz"):
+        (f / name).write_bytes(b"an earlier result " + name.encode())
+    return f
+
+
+def _truncate_payload(p: Path, img: sitk.Image, keep: float, compress: bool) -> Path:
+    raw = p.with_name("full_" + p.name.replace(".gz", ""))
+    sitk.WriteImage(img, str(raw))
+    data = raw.read_bytes()
+    raw.unlink()
+    data = data[: 352 + int((len(data) - 352) * keep)]
+    p.write_bytes(gzip.compress(data) if compress else data)
+    return p
+
+
+def short_nii(d: Path) -> Path:
+    return _truncate_payload(d / "short.nii", _mr(), keep=0.5, compress=False)
+
+
+def short_niigz(d: Path) -> Path:
+    """A complete gzip stream around a payload missing half its voxels."""
+    return _truncate_payload(d / "short.nii.gz", _mr(), keep=0.5, compress=True)
+
+
+def huge_claim(d: Path) -> Path:
+    """A few hundred bytes whose header claims 1000 x 1000 x 200 float32 voxels (800 MB)."""
+    raw = d / "h.nii"
+    sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkFloat32), str(raw))
+    header = bytearray(raw.read_bytes()[:352])
+    raw.unlink()
+    header[40:56] = struct.pack("<8h", 3, 1000, 1000, 200, 1, 1, 1, 1)
+    p = d / "huge.nii.gz"
+    p.write_bytes(gzip.compress(bytes(header)))
+    return p
+
+
+def nan_nii(d: Path) -> Path:
+    arr = sitk.GetArrayFromImage(_mr())
+    arr[2, 10, 10] = np.nan
+    arr[3, 11, 11] = np.inf
+    p = d / "nan.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(p))
+    return p
+
+
+def huge_values(d: Path) -> Path:
+    """float64 intensities near 1e303: finite, but infinite once cast to float32."""
+    p = d / "huge_values.nrrd"
+    sitk.WriteImage(_mr(dtype=np.float64) * 1e300, str(p))
+    return p
+
+
+def sheared(d: Path) -> Path:
+    img = _mr()
+    img.SetDirection((1.0, 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    p = d / "sheared.nrrd"
+    sitk.WriteImage(img, str(p))
+    return p
+
+
+def metre_spacing(d: Path) -> Path:
+    p = d / "metre.nrrd"
+    sitk.WriteImage(_mr(spacing=(0.8, 0.8, 1e6)), str(p))
+    return p
+
+
+def dev_zero(d: Path) -> Path:
+    p = d / "zero.nii.gz"
+    p.symlink_to("/dev/zero")
+    return p
+
+
+def dev_urandom(d: Path) -> Path:
+    p = d / "random.nrrd"
+    p.symlink_to("/dev/urandom")
+    return p
+
+
+def label_nan(d: Path) -> Path:
+    arr = np.zeros((5, 40, 48), np.float32)
+    arr[2, 10:20, 10:20] = 1
+    arr[2, 0, 0] = np.nan
+    p = d / "label_nan.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(p))
+    return p
+
+
+def long_name(d: Path) -> str:
+    return str(d / ("x" * 300 + ".nii.gz"))
+
+
+def _filled(d: Path, name: str, free: int, old: bool = False) -> Path:
+    """A folder on a filesystem with ``free`` bytes left (a tmpfs), or a folder with injected short writes."""
+    folder = d / name
+    folder.mkdir()
+    if _FAULT.get("mounts") is not None:
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True,
+                           capture_output=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            _FAULT["mounts"] = None
+        else:
+            _FAULT["mounts"].append(folder)
+    if old:
+        (folder / "seg.nii.gz").write_bytes(b"an earlier good result")
+    if _FAULT.get("mounts"):
+        with open(folder / ".filler", "wb", buffering=0) as fh:  # fill the disk, then give back `free` bytes
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        size = (folder / ".filler").stat().st_size
+        os.truncate(folder / ".filler", max(0, size - free))
+    else:
+        _FAULT["short_writes"] = free
+    return folder
+
+
+def full(d: Path) -> Path:
+    return _filled(d, "full", 0)
+
+
+def nearly_full(d: Path) -> Path:
+    return _filled(d, "nearly_full", 8192)
+
+
+def old_result(d: Path) -> Path:
+    return _filled(d, "full", 0, old=True) / "seg.nii.gz"
+
+
+INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
+    image, image_nrrd, image_folder, earlier_results, short_nii, short_niigz, huge_claim, nan_nii, huge_values,
+    sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, full, nearly_full, old_result)}
+_FAULT: Dict[str, object] = {}
+
+# ----------------------------------------------------------------------------- the table
+
+SEG = "segment --device cpu --model {model}"
+CASES = [
+    # truncated or lying files (issue 14 B2)
+    ("info-short-nii", "info {short_nii}", 2, "truncated NIfTI"),
+    ("info-short-niigz", "info {short_niigz}", 2, "truncated NIfTI"),
+    ("info-huge-claim", "info {huge_claim}", 2, "1000x1000x200"),
+    ("segment-short-nii", f"{SEG} {{short_nii}} -o {{out}}/seg.nii.gz", 2, "truncated NIfTI"),
+    ("n4-short-niigz", "n4 {short_niigz} -o {out}/n4.nii.gz", 2, "truncated NIfTI"),
+    # non-finite and overflowing intensities (B10)
+    ("info-nan-nifti", "info {nan_nii}", 2, "2 NaN or infinite voxels"),
+    ("n4-nan-nifti", "n4 {nan_nii} -o {out}/n4.nii.gz", 2, "NaN or infinite"),
+    ("segment-float64-overflow", f"{SEG} {{huge_values}} -o {{out}}/seg.nii.gz", 2, "beyond the float32 range"),
+    ("evaluate-nan-label", "evaluate {label_nan} {label_nan} -o {out}/report", 2, "NaN or infinite"),
+    # geometry (B11, B9)
+    ("segment-sheared", f"{SEG} {{sheared}} -o {{out}}/seg.nii.gz", 2, "not orthonormal"),
+    ("n4-sheared", "n4 {sheared} -o {out}/n4.nii.gz", 2, "not orthonormal"),
+    ("segment-spacing-1e6", f"{SEG} {{metre_spacing}} -o {{out}}/seg.nii.gz", 2, "spacing 0.8 x 0.8 x 1e+06 mm"),
+    ("info-spacing-1e6", "info {metre_spacing}", 2, "outside"),
+    # not files (B9)
+    ("info-dev-zero", "info {dev_zero}", 2, "not a regular file"),
+    ("segment-dev-urandom", f"{SEG} {{dev_urandom}} -o {{out}}/seg.nii.gz", 2, "not a regular file"),
+    ("segment-output-name-300-bytes", f"{SEG} {{image}} -o {{long_name}}", 2, "name too long"),
+    # full disk (B1): nothing replaced, exit 2 naming free space
+    ("segment-full-disk", f"{SEG} {{image}} -o {{full}}/seg.nii.gz", 2, "free"),
+    ("segment-full-disk-overwrite", f"{SEG} {{image}} -o {{old_result}} --overwrite", 2, "free"),
+    ("segment-probabilities-full-disk", f"{SEG} {{image}} -o {{nearly_full}}/seg.nii.gz --probabilities", 2,
+     "free"),
+    ("n4-nearly-full-disk", "n4 {image} -o {nearly_full}/n4.nii.gz", 2, "free"),
+    ("n4-nearly-full-disk-nrrd", "n4 {image} -o {nearly_full}/n4.nrrd", 2, "free"),
+    ("phantom-nearly-full-disk", "phantom -o {nearly_full} --size 64 64 8", 2, "free"),
+    # an output that is an input (B8)
+    ("n4-own-input", "n4 {image} -o {image} --overwrite", 2, "would replace an input"),
+    ("n4-bias-field-is-input", "n4 {image} -o {out}/n4.nii.gz --bias-field {image} --overwrite", 2,
+     "would replace an input"),
+    ("segment-own-input", f"{SEG} {{image}} -o {{image}} --overwrite", 2, "would replace an input"),
+    # usage errors speak JSON under --json (B13)
+    ("usage-json", "segment --json", 2, "required"),
+]
+
+
+def _snapshot(folder: Path) -> Dict[str, str]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = "-> " + os.readlink(p)
+        elif p.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture()
+def fault(monkeypatch):
+    """Mount state for {full}/{nearly_full}; the fallback shortens every image ITK writes."""
+    _FAULT.clear()
+    _FAULT["mounts"] = [] if os.environ.get("SPINESEG_TEST_NO_MOUNT") != "1" else None
+    real = sitk.WriteImage
+
+    def short_write(img, path, *args, **kwargs):
+        real(img, path, *args, **kwargs)
+        free = _FAULT.get("short_writes")
+        if free is not None:  # what ITK's NIfTI writer leaves on a full disk, exit status fine
+            os.truncate(path, min(int(free), os.path.getsize(path) // 2))
+
+    monkeypatch.setattr("spineseg.io.sitk.WriteImage", short_write)
+    yield _FAULT
+    for folder in reversed(_FAULT.get("mounts") or []):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=20)
+    _FAULT.clear()
+
+
+@pytest.mark.parametrize("case_id,command,code,fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case_id, command, code, fragment, tmp_path, capfd, fault, random_model):
+    work = tmp_path / "case"
+    work.mkdir()
+    model = work / "model"
+    shutil.copytree(random_model, model)
+    values: Dict[str, object] = {"out": work / "out", "model": model}
+    for name, build in INPUTS.items():
+        if "{" + name + "}" in command:
+            values[name] = build(work)
+    argv: List[str] = [a.format(**values) for a in command.split()]
+    before = _snapshot(work)
+    capfd.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    captured = capfd.readouterr()
+    assert rc == code, captured.err
+    lines = [ln for ln in captured.err.splitlines() if ln.strip() and not ln.startswith("spineseg: warning:")]
+    usage = [ln for ln in lines if ln.startswith("usage:") or ln.startswith("  ")]
+    errors = [ln for ln in lines if ln not in usage]
+    assert len(errors) == 1 and errors[0].startswith("spineseg") and "error" in errors[0], captured.err
+    assert fragment in errors[0], captured.err
+    if "--json" in argv:
+        event = json.loads(captured.out.strip().splitlines()[-1])
+        assert event["event"] == "error" and event["exit_code"] == code and fragment in event["message"]
+    assert _snapshot(work) == before, "files written, changed or left behind"
+
+
+def test_case_count():
+    """The report quotes this count; ids must be unique."""
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+# ----------------------------------------------------------------------------- defects that are not refusals
+
+def _strict_json(line: str):
+    return json.loads(line, parse_constant=lambda token: pytest.fail(f"not JSON: bare {token} in {line}"))
+
+
+def test_evaluate_json_undefined_metric_is_null(tmp_path, capsys):
+    """An empty prediction has no PPV: the --json stream says null, as metrics.json does, never bare NaN."""
+    gt = np.zeros((5, 40, 48), np.uint8)
+    gt[2, 10:20, 10:20] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(gt), str(tmp_path / "gt.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros_like(gt)), str(tmp_path / "pred.nii.gz"))
+    rc = main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz"), "-o", str(tmp_path / "r"),
+               "--json"])
+    assert rc == 0
+    done = [_strict_json(line) for line in capsys.readouterr().out.splitlines()][-1]
+    assert done["event"] == "done" and done["structures"]["vertebra"]["ppv"] is None
