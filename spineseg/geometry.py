@@ -77,11 +77,15 @@ class CanonicalFrame:
         d = direction_matrix(image)
         s = slice_axis(image, warn=warn)
         a, b = [i for i in (2, 1, 0) if i != s]  # default: higher index first (y before x), as in SimpleITK arrays
-        # H is the in-plane axis more aligned with superior-inferior; ties keep the default order.
-        if round(abs(d[2, b]), 6) > round(abs(d[2, a]), 6):
-            a, b = b, a
-        h, w = a, b
-        flips = (bool(d[0, s] < 0), bool(d[2, h] > 0), bool(d[1, w] < 0))
+        # H is the in-plane axis more aligned with superior-inferior, then with anterior-posterior (an
+        # axial stack has no superior-inferior in-plane axis); only an exact tie keeps the default order.
+        # Components are compared rounded, so direction cosines a rounding step off change nothing.
+        key_a = (round(abs(d[2, a]), 6), round(abs(d[1, a]), 6))
+        key_b = (round(abs(d[2, b]), 6), round(abs(d[1, b]), 6))
+        h, w = (b, a) if key_b > key_a else (a, b)
+        flips = (_reversed(d[:, s], (0, 1, 2), (1, 1, 1)),  # D: right -> left
+                 _reversed(d[:, h], (2, 1, 0), (-1, 1, 1)),  # H: superior -> inferior
+                 _reversed(d[:, w], (1, 0, 2), (1, 1, 1)))  # W: anterior -> posterior
         return cls(
             size=tuple(int(v) for v in image.GetSize()),
             spacing=tuple(float(v) for v in image.GetSpacing()),
@@ -151,6 +155,19 @@ class CanonicalFrame:
         image.SetOrigin(tuple(float(v) for v in origin))
         image.SetDirection(tuple(float(v) for v in new_dir.ravel()))
         return image
+
+
+def _reversed(column: np.ndarray, components: Tuple[int, int, int], signs: Tuple[int, int, int]) -> bool:
+    """Whether an axis runs against its canonical sense: judged on the first of ``components`` it really has.
+
+    A component below 1e-6 counts as absent (an axial stack's in-plane axes have no superior-inferior
+    part; a reader's rounding can leave 1e-17 there), so noise never decides a flip.
+    """
+    for c, sign in zip(components, signs):
+        value = round(float(column[c]), 6)
+        if value != 0.0:
+            return bool(value * sign < 0)
+    return False
 
 
 def direction_matrix_from(direction: Tuple[float, ...]) -> np.ndarray:

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 
 from spineseg.errors import InputError
 from spineseg.preprocessing import (
-    PreprocessingConfig, estimate_log_bias_field, foreground_mask, n4_correct, normalize_intensity, relative_l2,
-    shrink_factors)
+    PreprocessingConfig, block_any, estimate_log_bias_field, expand_linear, expand_nearest, foreground_mask, n4_correct,
+    normalize_intensity, relative_l2, shrink_array, shrink_factors)
 
 
 def tissue_volume(size=(128, 128, 6), spacing=(1.4, 1.4, 4.4), seed=0):
@@ -102,10 +102,31 @@ def test_field_keeps_mean_intensity(volume):
 
 
 def test_shrink_factors():
-    assert shrink_factors((0.345, 0.345, 4.4), 4) == (4, 4, 4)
-    assert shrink_factors((0.5, 0.5, 4.0), 1) == (1, 1, 1)
+    """Per array axis, from the array's size: ``shrink`` everywhere, but no axis below 3 voxels."""
+    assert shrink_factors((12, 880, 880), 4) == (4, 4, 4)
+    assert shrink_factors((5, 40, 48), 4) == (1, 4, 4)
+    assert shrink_factors((12, 880, 880), 1) == (1, 1, 1)
+    assert shrink_factors((40, 48), 8) == (8, 8)
     with pytest.raises(InputError):
-        shrink_factors((1.0, 1.0, 1.0), 0)
+        shrink_factors((12, 12, 12), 0)
+
+
+def test_shrink_and_expand_in_index_space():
+    """Samples at offset f // 2 of each block (partial blocks padded), expansion back to the exact shape."""
+    array = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)
+    small = shrink_array(array, (2, 3))
+    np.testing.assert_array_equal(small, array[[1, 3, 4]][:, [1, 4, 6]])  # last blocks partial: edge voxel
+    np.testing.assert_array_equal(expand_nearest(small, (2, 3), array.shape)[::2, ::3], small)
+    # a linear field is reproduced exactly between the samples, and held at the edges
+    ramp = np.add.outer(np.arange(9.0) * 2, np.arange(13.0)).astype(np.float32)
+    expanded = expand_linear(shrink_array(ramp, (4, 4)), (4, 4), ramp.shape)
+    assert expanded.shape == ramp.shape
+    np.testing.assert_allclose(expanded[2:7, 2:11], ramp[2:7, 2:11], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(expanded[0, 0], ramp[2, 2])
+    thin = np.zeros((8, 8), bool)
+    thin[3, :] = True  # missed by every sample of a factor-4 shrink
+    assert not shrink_array(thin, (4, 4)).any()
+    assert block_any(thin, (4, 4)).tolist() == [[True, True], [False, False]]
 
 
 def test_foreground_mask_finds_the_body(volume):
@@ -246,3 +267,17 @@ def test_model_header_names_the_foreground_mask_and_unknown_ones_are_refused():
     assert PreprocessingConfig.from_dict(legacy).foreground_mask == "otsu"
     with pytest.raises(InputError, match="foreground mask 'body' is not implemented"):
         PreprocessingConfig.from_dict({**d, "foreground_mask": "body"})
+
+
+def test_config_apply_ignores_storage_order_and_direction_noise(volume):
+    """Bit for bit the same network input for a flipped, permuted, 1-ulp-off copy of the same anatomy."""
+    _, biased, _, _ = volume
+    reference = PreprocessingConfig(n4_iterations=[10, 10]).apply(biased)
+    array = sitk.GetArrayFromImage(biased)
+    other = sitk.GetImageFromArray(np.ascontiguousarray(np.flip(array, 1)))  # image axis y reversed
+    other.SetSpacing(biased.GetSpacing())
+    other.SetOrigin(biased.TransformIndexToPhysicalPoint((0, biased.GetSize()[1] - 1, 0)))
+    direction = np.asarray(biased.GetDirection()).reshape(3, 3) * [1, -1, 1]
+    other.SetDirection(tuple(float(np.nextafter(v, 0.0)) if v else v for v in direction.ravel()))
+    other = sitk.PermuteAxes(other, [1, 0, 2])
+    np.testing.assert_array_equal(PreprocessingConfig(n4_iterations=[10, 10]).apply(other), reference)
