@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -126,6 +126,16 @@ class CanonicalFrame:
         out = np.flip(array, flip_axes) if flip_axes else array
         inverse = tuple(int(i) for i in np.argsort(self._perm))
         return np.transpose(out, tuple(range(lead)) + tuple(lead + p for p in inverse))
+
+    def physical_point(self, index: Sequence[float]) -> Tuple[float, float, float]:
+        """Physical (LPS, mm) position of a continuous canonical (D, H, W) index."""
+        image_index = np.zeros(3)
+        for i, axis in enumerate(self.axes):
+            v = float(index[i])
+            image_index[axis] = self.size[axis] - 1 - v if self.flips[i] else v
+        d = direction_matrix_from(self.direction)
+        p = np.asarray(self.origin) + d @ (image_index * np.asarray(self.spacing))
+        return (float(p[0]), float(p[1]), float(p[2]))
 
     def image_from_canonical(self, array: np.ndarray) -> sitk.Image:
         """A SimpleITK image with the input's exact geometry from a canonical (D, H, W) array."""

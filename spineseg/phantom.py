@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import InputError
+from spineseg.levels.convention import CANAL_VALUE, SACRUM_VALUE, disc_value, vertebra_value
 
 __all__ = ["Phantom", "make_phantom", "ORIENTATIONS", "LEVEL_NAMES"]
 
@@ -57,6 +58,18 @@ _TEXTURE = {AIR: 0.0, FAT: 0.06, MUSCLE: 0.12, VISCERA: 0.3, VESSEL: 0.2, LIGAME
             CORTEX: 0.1, EPIDURAL: 0.08, CSF: 0.03, CORD: 0.06, ANNULUS: 0.15}
 
 
+_CANAL_LEVEL_VALUE = CANAL_VALUE
+
+
+def _vertebra_label_value(name: str) -> int:
+    """Per-level label of a phantom vertebra: the sacral segments S1..S3 are all the sacrum."""
+    return SACRUM_VALUE if name.startswith("S") else vertebra_value(name)
+
+
+def _disc_label_value(upper: str) -> int:
+    return disc_value(upper)
+
+
 def _label_lut() -> np.ndarray:
     lut = np.zeros(N_TISSUES, np.uint8)
     lut[CORTEX] = 1
@@ -69,11 +82,16 @@ def _label_lut() -> np.ndarray:
 
 @dataclass
 class Phantom:
-    """A generated volume: ``image`` (float32), ``label`` (uint8) and the anatomy drawn for the seed."""
+    """A generated volume: ``image`` (float32), ``label`` (uint8) and the anatomy drawn for the seed.
+
+    ``levels`` (when asked for) is the per-level ground truth: the same voxels as ``label``
+    with the values of :mod:`spineseg.levels.convention` (L1 = 20, L4-L5 = 123, canal 201).
+    """
 
     image: sitk.Image
     label: sitk.Image
     params: Dict[str, Any] = field(default_factory=dict)
+    levels: Optional[sitk.Image] = None
 
 
 # ------------------------------------------------------------------ anatomy parameters
@@ -176,6 +194,9 @@ class _Grid:
         shape_xyz[ss_axis] *= ss
         self.shape = tuple(shape_xyz[::-1])  # numpy (z, y, x)
         self.tissue = np.zeros(self.shape, np.uint8)
+        self.level: Optional[np.ndarray] = None  # per-level label values, painted alongside when asked
+        self.current_level = 0  # the value labelled tissue painted now belongs to
+        self._labelled = _label_lut() > 0
 
     def _index(self, axis: int, n: np.ndarray) -> np.ndarray:
         """Continuous image index of grid position n along an image axis."""
@@ -219,12 +240,15 @@ class _Grid:
             return
         slices, (u, v, w) = found
         view = self.tissue[slices]
+        level_view = None if self.level is None else self.level[slices]
         for mask, tissue in fn(u, v, w):
             mask = np.broadcast_to(mask, view.shape)
             if isinstance(tissue, np.ndarray):
                 view[mask] = np.broadcast_to(tissue, view.shape)[mask]
             else:
                 view[mask] = tissue
+            if level_view is not None:
+                level_view[mask] = np.where(self._labelled[view[mask]], self.current_level, 0)
 
 
 def _local(lv: _Level, u, v, w, cw: float = 0.0):
@@ -349,6 +373,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
         qmin, qmax = _level_box(mid, -reach, reach, -hd, hd, -hw_d, hw_d)
         nucleus = NUCLEUS0 + i
         deg = float(anat["degeneration"][i])
+        grid.current_level = _disc_label_value(up.name)
 
         def disc(u, v, w, up=up, lo=lo, mid=mid, hd=hd, hw_d=hw_d, nucleus=nucleus, deg=deg):
             a_up, _, _ = _local(up, u, v, w)
@@ -365,6 +390,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
     # --- vertebral bodies (rounded cylinders with concave endplates and a cortical shell)
     for i, lv in enumerate(levels):
         marrow = MARROW0 + i
+        grid.current_level = _vertebra_label_value(lv.name)
         ha, hd, hwb = lv.height / 2, lv.depth / 2, lv.width / 2
         qmin, qmax = _level_box(lv, -ha, ha, -hd, hd, -hwb, hwb)
 
@@ -384,6 +410,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
         if lv.name == "S3":
             continue
         marrow = MARROW0 + i
+        grid.current_level = _vertebra_label_value(lv.name)
         h, d, wd = lv.height, lv.depth, lv.width
         back_wall = canal_front[i] + 2 * bony_ap  # inner surface of the laminae (local b)
         ped_w = lat + 4.5  # pedicles just outside the bony canal
@@ -416,6 +443,7 @@ def _paint_anatomy(grid: _Grid, anat: Dict[str, Any]) -> None:
             _tube(grid, np.array([p_top, p_bot]), np.array([4.0, 4.0]), np.array([2.5, 2.5]), LIGAMENT)
 
     # --- canal contents: epidural fat around the dural sac (bright CSF) with the cord inside
+    grid.current_level = _CANAL_LEVEL_VALUE
     _tube(grid, bony_pts, np.full(nlev, bony_ap) * taper, np.full(nlev, lat + 1.5) * taper, EPIDURAL)
     sac_taper = np.array([1.0] * _S1 + [0.8, 0.0, 0.0])
     _tube(grid, sac_pts, np.full(nlev, ap) * sac_taper, np.full(nlev, lat) * sac_taper, CSF)
@@ -508,6 +536,7 @@ def make_phantom(
     bias: bool = True,
     noise: float = 0.04,
     supersample: int = 3,
+    levels: bool = False,
 ) -> Phantom:
     """Generate a lumbar spine T2 phantom and its label map.
 
@@ -518,7 +547,8 @@ def make_phantom(
     ``noise`` is the Rician noise sigma relative to CSF intensity (1000); ``bias`` adds
     a smooth multiplicative coil field. Labels are SPINE_CLASSES values (1 vertebra,
     2 disc, 3 spinal canal incl. the cord) or 0/1 when ``binary``. The same arguments
-    always give the same volume.
+    always give the same volume. ``levels`` also paints the per-level ground truth
+    (:attr:`Phantom.levels`); it does not change the image or the label.
     """
     size_t = tuple(int(s) for s in size)
     spacing_t = tuple(float(s) for s in spacing)
@@ -547,6 +577,8 @@ def make_phantom(
     ss_axis = int(np.argmax(np.asarray(spacing_t) * (1 + 1e-9 * np.arange(3))))  # ties -> z
     ss = int(supersample)
     grid = _Grid(size_t, A, b, ss_axis, ss, lps_to_uvw @ direction @ np.diag(spacing_t), lps_to_uvw @ origin)
+    if levels:
+        grid.level = np.zeros(grid.shape, np.uint8)
     _paint_anatomy(grid, anat)
 
     # tissues -> intensity (sub-slice mean) and label (sub-slice majority, ties to the centre)
@@ -567,6 +599,7 @@ def make_phantom(
     base = np.zeros(out_shape, np.float32)
     amp = np.zeros(out_shape, np.float32)
     sub_labels = []
+    sub_levels = []
     for m in range(ss):
         index: List[Any] = [slice(None)] * 3
         index[np_axis] = slice(m, None, ss)
@@ -574,6 +607,8 @@ def make_phantom(
         base += intensity[sub]
         amp += texture[sub]
         sub_labels.append(labels_lut[sub])
+        if grid.level is not None:
+            sub_levels.append(grid.level[tuple(index)])
     if ss == 1:
         label = sub_labels[0]
     elif ss == 3:  # majority of three; all different -> the centre
@@ -584,6 +619,12 @@ def make_phantom(
             for c in range(4):
                 votes[c] += (lab == c).astype(np.uint16) * np.uint16(3 if m == ss // 2 else 2)
         label = np.argmax(votes, axis=0).astype(np.uint8)
+    level_label = None
+    if sub_levels:  # per sub-slice level values, the centre one first where its class is the voxel's class
+        level_label = np.zeros(out_shape, np.uint8)
+        order = [m for m in range(ss) if m != ss // 2] + [ss // 2]
+        for m in order:
+            level_label = np.where(sub_labels[m] == label, sub_levels[m], level_label)
     del tissue, grid
     if binary:  # the union of the classes, so binary and multi-class maps of a seed agree
         label = (label > 0).astype(np.uint8)
@@ -628,4 +669,5 @@ def make_phantom(
         ],
         "disc_degeneration": [float(x) for x in anat["degeneration"]],
     }
-    return Phantom(image=to_image(image), label=to_image(label), params=params)
+    return Phantom(image=to_image(image), label=to_image(label), params=params,
+                   levels=None if level_label is None else to_image(level_label))
