@@ -186,13 +186,14 @@ def read_levels_canonical(label: np.ndarray, frame: CanonicalFrame) -> LevelsRes
 
     structures: List[Structure] = []
     for s, kind, name, value, voxels, body in entries:
-        tangent = curve.tangent(s)
-        if kind == "vertebra" and name == SACRUM:
-            m: Dict[str, Optional[float]] = {}
-        else:
-            m = measure(body, canal, spacing, tangent, kind)
-        structures.append(Structure(value, name, kind, int(voxels.sum()),
-                                    frame.physical_point(np.argwhere(voxels).mean(axis=0) + lo), m))
+        idx = np.argwhere(voxels) + lo
+        last = np.asarray(label.shape[1:]) - 1
+        partial = bool((idx[:, 1:].min(axis=0) == 0).any() or (idx[:, 1:].max(axis=0) == last).any())
+        m: Dict[str, Optional[float]] = {}
+        if not partial and not (kind == "vertebra" and name == SACRUM):
+            m = measure(body, canal, spacing, curve.tangent(s), kind)
+        structures.append(Structure(value, name, kind, int(voxels.sum()), frame.physical_point(idx.mean(axis=0)), m,
+                                    partial))
     structures.extend(_canal_structure(out, canal, spacing, frame, lo))
     return LevelsResult(out, structures, not reasons, reasons, naming.anchor)
 

@@ -32,10 +32,11 @@ class Structure:
     voxels: int
     centroid_mm: Tuple[float, float, float]  # physical (LPS) point of the input image
     measurements: Dict[str, Optional[float]] = field(default_factory=dict)  # None: could not be measured
+    partial: bool = False  # cut by the edge of the field of view in-plane: not measured
 
     def to_dict(self) -> Dict[str, Any]:
         return {"label": int(self.label), "name": self.name, "kind": self.kind, "voxels": int(self.voxels),
-                "centroid_mm": [round(float(c), 3) for c in self.centroid_mm],
+                "centroid_mm": [round(float(c), 3) for c in self.centroid_mm], "partial": bool(self.partial),
                 "measurements": {k: (None if v is None else round(float(v), 2)) for k, v in self.measurements.items()}}
 
 
@@ -92,7 +93,7 @@ class LevelsResult:
         }
 
     def csv_header(self) -> List[str]:
-        return ["label", "name", "kind", "voxels", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+        return ["label", "name", "kind", "voxels", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "partial",
                 *MEASUREMENT_COLUMNS]
 
     def csv_rows(self) -> List[List[Any]]:
@@ -100,5 +101,6 @@ class LevelsResult:
         for s in self.structures:
             m = s.measurements
             rows.append([s.label, s.name, s.kind, s.voxels, *(round(float(c), 3) for c in s.centroid_mm),
+                         "yes" if s.partial else "no",
                          *(None if m.get(k) is None else round(float(m[k]), 2) for k in MEASUREMENT_COLUMNS)])
         return rows
