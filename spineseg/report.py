@@ -309,11 +309,14 @@ def plot_overlay(image: Optional[np.ndarray], gt: np.ndarray, pred: np.ndarray, 
 
 
 def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[ClassInfo], path: PathLike, *,
-                      title: str = "", spacing: Optional[Sequence[float]] = None, overwrite: bool = False) -> Path:
+                      title: str = "", spacing: Optional[Sequence[float]] = None, overwrite: bool = False,
+                      label_names: bool = False) -> Path:
     """One slice of a segmented volume (no ground truth): the image, and the labels over it.
 
     Arrays are canonical (D, H, W). The slice is the middle one, or the one with most
     labelled voxels when the middle one has none; ``spacing`` sets the pixel aspect.
+    ``label_names`` writes each class's name on its largest piece in the slice instead of
+    a legend (for many classes, such as one per spinal level).
     """
     label = np.asarray(label)
     z = pick_slice(label)
@@ -326,11 +329,28 @@ def plot_segmentation(image: np.ndarray, label: np.ndarray, classes: Sequence[Cl
         ax.set_axis_off()
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in classes], loc="outside lower center",
-               ncol=len(classes), fontsize=8, frameon=False)
+    if label_names:
+        _write_names(axes[1], lab, classes)
+    else:
+        fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in classes], loc="outside lower center",
+                   ncol=len(classes), fontsize=8, frameon=False)
     where = f"slice {z + 1} of {label.shape[0]}"
     fig.suptitle(f"{title}  ({where})" if title else where, fontsize=10)
     return _save_png(fig, Path(path), overwrite)
+
+
+def _write_names(ax, lab: np.ndarray, classes: Sequence[ClassInfo]) -> None:
+    """Each class's name at the centre of its largest piece in a 2D label slice."""
+    import SimpleITK as sitk
+
+    for c in classes:
+        m = lab == c.value
+        if not m.any():
+            continue
+        cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(m.astype(np.uint8))), sortByObjectSize=True)
+        row, col = np.argwhere(sitk.GetArrayViewFromImage(cc) == 1).mean(axis=0)
+        ax.text(col, row, c.name, fontsize=6, ha="center", va="center", color="black",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": (1, 1, 1, 0.7), "edgecolor": "none"})
 
 
 # ----------------------------------------------------------------------------- evaluation report

@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <output>_overlay.png: one slice with the labels over the image "
                              "(needs matplotlib: pip install 'spineseg[report]')")
     parser.add_argument("--keep-largest", action="store_true", help="keep the largest connected component of each class")
+    parser.add_argument("--levels", action="store_true",
+                        help="also write the per-level read-out beside each label map: <output>.levels.nii.gz "
+                             "(vertebrae and discs named from the sacrum up), .levels.json, .measurements.csv and "
+                             "Slicer's .seg.nrrd (needs slicerio: pip install 'spineseg[levels]')")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, done, error) on stdout")
 
@@ -210,13 +214,22 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
             raise InputError("--overlay needs matplotlib; install it with: pip install 'spineseg[report]'")
     planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite,
                            overlay=args.overlay)
+    level_plans: List[Any] = [None] * len(planned)
+    if getattr(args, "levels", False):
+        from spineseg.levels.outputs import plan_level_outputs
+
+        level_plans = plan_level_outputs([p[0] for p in planned], inputs, overwrite=args.overwrite)
     created_dirs.extend(reversed(missing))  # made by the first write; the rollback removes them if empty
     model_path = _model_path(args)
     cancel.install()
     backend = load(model_path, options)
+    if level_plans[0] is not None:
+        from spineseg.levels.outputs import check_classes
+
+        check_classes([] if args.binary else backend.info.classes)
     results = []
     n = len(inputs)
-    for i, (src, (label_path, prob_path, overlay_path)) in enumerate(zip(inputs, planned)):
+    for i, (src, (label_path, prob_path, overlay_path), level_paths) in enumerate(zip(inputs, planned, level_plans)):
         t0 = time.perf_counter()
         image = read_image(src)
 
@@ -233,8 +246,15 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         if prob_path is not None and result.probabilities is not None:
             write_image(result.probabilities, prob_path, overwrite=args.overwrite)
             written.append(prob_path)
+        levels = None
+        if level_paths is not None:
+            from spineseg.levels import read_levels
+            from spineseg.levels.outputs import write_level_outputs
+
+            levels = read_levels(result.label)
+            write_level_outputs(levels, result.label, level_paths, overwrite=args.overwrite, written=written)
         if overlay_path is not None:
-            _write_overlay(image, result, overlay_path, title=src.name, overwrite=args.overwrite)
+            _write_overlay(image, result, overlay_path, title=src.name, overwrite=args.overwrite, levels=levels)
             written.append(overlay_path)
         entry: Dict[str, Any] = {
             "input": str(src), "output": str(label_path),
@@ -246,6 +266,9 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
             entry["probabilities"] = str(prob_path)
         if overlay_path is not None:
             entry["overlay"] = str(overlay_path)
+        if levels is not None:
+            entry["levels"] = {"files": [str(p) for p in level_paths.all()], "levels_reliable": levels.levels_reliable,
+                               "levels_reasons": levels.levels_reasons}
         if result.warnings:
             entry["warnings"] = result.warnings
         results.append(entry)
@@ -253,8 +276,9 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
     return results
 
 
-def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool) -> None:
-    """The input and its labels on one slice, in the canonical frame (superior up, anterior left)."""
+def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool, levels=None) -> None:
+    """The input and its labels on one slice, in the canonical frame (superior up, anterior left);
+    with the per-level read-out, each level in its own colour with its name."""
     import SimpleITK as sitk
 
     from spineseg.geometry import CanonicalFrame
@@ -262,6 +286,12 @@ def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool) ->
 
     frame = CanonicalFrame.of(image, warn=False)
     canon_image = frame.to_canonical(sitk.GetArrayFromImage(image))
+    if levels is not None:
+        from spineseg.levels.segments import level_classes
+
+        plot_segmentation(canon_image, levels.canonical_labels, level_classes(levels.structures), path, title=title,
+                          spacing=frame.canonical_spacing, overwrite=overwrite, label_names=True)
+        return
     canon_label = frame.to_canonical(sitk.GetArrayFromImage(result.label))
     plot_segmentation(canon_image, canon_label, result.classes, path, title=title,
                       spacing=frame.canonical_spacing, overwrite=overwrite)
