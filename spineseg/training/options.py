@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from spineseg.errors import InputError
-from spineseg.training.presets import PRESETS, TrainConfig, preset_config
+from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="default",
                         help="'paper': the design report's recipe (binary, MSE, Adam, 200 epochs); "
                              "'default': Dice+CE, foreground sampling, augmentation, multi-class")
-    parser.add_argument("--epochs", type=int, help="number of epochs (preset: 200)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (preset: 200; with --time-budget: no limit)")
+    parser.add_argument("--time-budget", type=float, metavar="MIN",
+                        help="stop training after MIN minutes of wall time (validation included; per fold in cv); "
+                             "warm-up and cosine decay are laid over the budget; --resume keeps its account")
     parser.add_argument("--batch", type=int, help="windows per batch and GPU (preset: 8)")
     parser.add_argument("--lr", type=float, help="base learning rate (preset: 1e-3)")
     parser.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"), help="training window (12 128 128)")
@@ -82,11 +85,15 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         binary = True
     hparams = _hparams(args.hparam)
     resolve_hparams(model, hparams)  # unknown model or hyper-parameter: InputError now, not after caching
+    epochs = args.epochs
+    if args.time_budget is not None and epochs is None:
+        epochs = BUDGET_EPOCH_CAP
     prep = PreprocessingConfig()
     if args.n4 is not None:
         prep.n4 = bool(args.n4)
     return preset_config(
-        args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=args.epochs,
+        args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=epochs,
+        time_budget_min=args.time_budget,
         batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
         windows_per_case=args.windows_per_case, cases_per_epoch=args.cases_per_epoch,
         thick_slices=args.thick_slices, thick_prob=args.thick_prob, inplane_mm=args.inplane_mm,

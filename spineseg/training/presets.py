@@ -16,6 +16,10 @@ from spineseg.inference.sliding import DEFAULT_OVERLAP
 PRESETS = ("paper", "default")
 LOSSES = ("mse", "dicece")
 SCHEDULES = ("step", "cosine", "poly")
+#: with a time budget: share of the budget spent warming up (when the preset warms up at all)
+BUDGET_WARMUP_FRACTION = 0.05
+#: with a time budget and no --epochs: the epoch cap, high enough that the clock always stops the run first
+BUDGET_EPOCH_CAP = 100000
 
 
 @dataclass
@@ -29,6 +33,7 @@ class TrainConfig:
     classes: List[Dict[str, Any]] = field(default_factory=list)  # ClassInfo dicts; empty: from the task
     window: List[int] = field(default_factory=lambda: [12, 128, 128])  # D, H, W
     epochs: int = 200
+    time_budget_min: Optional[float] = None  # stop on wall time (minutes); the lr schedule spans the budget
     batch: int = 8
     cases_per_epoch: float = 1.0  # fraction of the training cases drawn each epoch
     windows_per_case: int = 16
@@ -72,6 +77,8 @@ class TrainConfig:
         for name in ("epochs", "batch", "windows_per_case", "step_every", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.time_budget_min is not None and not float(self.time_budget_min) > 0.0:
+            raise InputError(f"--time-budget {self.time_budget_min}: use a positive number of minutes, e.g. 75")
         if not 0.0 < float(self.cases_per_epoch) <= 1.0:
             raise InputError(f"cases per epoch {self.cases_per_epoch}: use a fraction in (0, 1]")
         if not float(self.lr) > 0.0:
@@ -161,6 +168,27 @@ def lr_factor(config: TrainConfig, epoch: int) -> float:
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     return (1.0 - t) ** float(config.poly_power)  # poly
+
+
+def budget_lr_factor(config: TrainConfig, epoch: int, fraction: float) -> float:
+    """Multiplier of the base learning rate with a time budget, ``fraction`` = elapsed / budget.
+
+    Warm-up (linear, over :data:`BUDGET_WARMUP_FRACTION` of the budget) then cosine or poly
+    decay to zero at the end of the budget, so a run that stops on the clock has annealed. The
+    ``step`` schedule is a per-epoch recipe (the paper's) and stays one: :func:`lr_factor`.
+    """
+    import math
+
+    if config.schedule == "step":
+        return lr_factor(config, epoch)
+    t = min(max(float(fraction), 0.0), 1.0)
+    warm = BUDGET_WARMUP_FRACTION if int(config.warmup_epochs) > 0 else 0.0
+    if t < warm:
+        return t / warm
+    u = (t - warm) / (1.0 - warm)
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * u))
+    return (1.0 - u) ** float(config.poly_power)
 
 
 def effective_warmup(config: TrainConfig) -> int:

@@ -10,6 +10,11 @@ model, optimiser and scheduler states, the RNG states, the epoch and the history
 read back with ``torch.load(weights_only=True)``. Windows are a function of
 (seed, epoch, index) (see :mod:`~spineseg.training.sampling`), so a run killed anywhere in
 an epoch and resumed redoes that epoch exactly: on CPU the result equals an uninterrupted run.
+
+With a time budget (``TrainConfig.time_budget_min``) the run stops on the wall clock, between
+steps, and the learning rate follows :func:`~spineseg.training.presets.budget_lr_factor` of the
+elapsed share of the budget, set before every step. The checkpoint carries the elapsed seconds, so
+a resumed run spends only what is left (the time of an epoch lost to a kill is not charged).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from spineseg.errors import Cancelled, InputError
 from spineseg.labels import ClassInfo
 from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
-from spineseg.training.presets import TrainConfig, lr_factor
+from spineseg.training.presets import TrainConfig, budget_lr_factor, lr_factor
 from spineseg.training.sampling import WindowDataset
 from spineseg.training.validation import Validator
 
@@ -210,6 +215,7 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
 
     from spineseg.networks import build_network
 
+    started = time.monotonic()  # the budget's clock: set-up counts, data caching (before this call) does not
     run = Path(run_dir)
     ckpt_path = run / "checkpoints" / "last.pt"
     dist_info = init_distributed(device)
@@ -263,8 +269,19 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
     last_val: Dict[str, Dict[str, Any]] = {}
     last_overlays: Dict[str, Any] = {}
     use_amp = dev.type == "cuda" and bool(config.amp)
-    started = last_report = time.monotonic()
+    last_report = time.monotonic()
+    budget_s = float(config.time_budget_min) * 60.0 if config.time_budget_min else None
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def fraction_done(epoch_part: float) -> float:
+        return min(1.0, elapsed() / budget_s) if budget_s else epoch_part / config.epochs
+
+    validated_at = None  # the epoch after which last_val was measured, in this call
     for epoch in range(start_epoch, int(config.epochs)):
+        if budget_s is not None and _out_of_time(elapsed(), budget_s, dist_info, dev):
+            break
         t0 = time.monotonic()
         dataset.set_epoch(epoch)
         sampler = None
@@ -279,9 +296,16 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
         model.train()
         loss_sum, n_windows, steps = 0.0, 0, 0
         n_steps = max(1, len(loader))
+        stopped = False
         for x, y, idx in loader:
             if cancel is not None and cancel():
                 raise Cancelled(f"training cancelled in epoch {epoch + 1}; --resume continues from epoch {epoch + 1}")
+            if budget_s is not None:
+                if steps and _out_of_time(elapsed(), budget_s, dist_info, dev):
+                    stopped = True
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = float(config.lr) * budget_lr_factor(config, epoch, elapsed() / budget_s)
             x = x.to(dev, non_blocking=True)
             y = y.to(dev, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -297,7 +321,9 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
                 record_indices.extend(int(i) + epoch * 1_000_000 for i in idx)
             if progress is not None and (time.monotonic() - last_report >= 0.5 or steps == n_steps):
                 last_report = time.monotonic()
-                progress((epoch + steps / n_steps) / config.epochs, f"epoch {epoch + 1}/{config.epochs}")
+                progress(fraction_done(epoch + steps / n_steps),
+                         f"epoch {epoch + 1}" + (f", {elapsed() / 60:.1f}/{budget_s / 60:g} min" if budget_s
+                                                 else f"/{config.epochs}"))
         if dist_info.world > 1:
             import torch.distributed as dist
 
@@ -308,16 +334,23 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
         scheduler.step()
         train_s = time.monotonic() - t0
         val_dsc = None
-        if dist_info.main and validator and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+        last_epoch = stopped or epoch + 1 == config.epochs
+        if dist_info.main and validator and ((epoch + 1) % config.val_every == 0 or last_epoch):
             last_overlays = {}
             last_val = validator(net, dev, keep=last_overlays)
+            validated_at = epoch + 1
             pooled = _pool(last_val, classes)
             val_dsc = float(pooled["mean_dsc"])
             val_dsc = val_dsc if val_dsc == val_dsc else None  # NaN: nothing to score (no structure anywhere)
         total_windows += n_windows
         seconds = time.monotonic() - t0
         done_epochs = epoch + 1 - start_epoch
-        eta = (time.monotonic() - started) / done_epochs * (config.epochs - epoch - 1)
+        if stopped:
+            eta = 0.0
+        elif budget_s:
+            eta = max(0.0, budget_s - elapsed())
+        else:
+            eta = (time.monotonic() - started) / done_epochs * (config.epochs - epoch - 1)
         record = {"epoch": epoch + 1, "epochs": int(config.epochs), "loss": loss_sum / max(1, n_windows),
                   "val_dsc": val_dsc, "lr": lr, "windows": n_windows,
                   "windows_per_s": n_windows / max(train_s, 1e-9), "seconds": seconds, "eta_s": eta}
@@ -327,7 +360,7 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
                 "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "config": config.to_dict(),
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(), "history": history, "windows": total_windows,
-                "seconds": elapsed_before + time.monotonic() - started}, ckpt_path)
+                "seconds": elapsed()}, ckpt_path)
             if writer is not None:
                 for key in ("loss", "val_dsc", "lr", "windows_per_s"):
                     if record[key] is not None:
@@ -335,12 +368,27 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
             if on_epoch is not None:
                 on_epoch(record)
         dist_info.barrier()
+        if stopped:
+            break
     if writer is not None:
         writer.close()
-    finished_here = start_epoch < int(config.epochs)  # validated after the last epoch in this call
-    return TrainResult(net, history, val_cases=last_val if finished_here else {}, seconds=elapsed_before
-                       + time.monotonic() - started, windows=total_windows, checkpoint=ckpt_path,
-                       overlays=last_overlays if finished_here else {})
+    # the validation of this call is returned only if it measured the final weights
+    final = validated_at is not None and validated_at == (history[-1]["epoch"] if history else 0)
+    return TrainResult(net, history, val_cases=last_val if final else {}, seconds=elapsed(),
+                       windows=total_windows, checkpoint=ckpt_path, overlays=last_overlays if final else {})
+
+
+def _out_of_time(elapsed_s: float, budget_s: float, dist_info: Dist, dev) -> bool:
+    """Whether the budget is spent; under DDP rank 0's clock decides for every rank (same step counts)."""
+    over = elapsed_s >= budget_s
+    if dist_info.world <= 1:
+        return over
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if over else 0.0], device=dev)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item() > 0)
 
 
 def _pool(cases: Dict[str, Dict[str, Any]], classes: Sequence[ClassInfo]) -> Dict[str, Any]:
