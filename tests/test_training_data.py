@@ -299,7 +299,7 @@ def test_spider_cases_validate_cache_and_give_thick_slice_windows(spider_dir, tm
     cached = cache_cases(cases, cfg.preprocessing, tmp_path / "cache", [1, 2, 3])
     first = cached[cases[0].id]
     assert first.spacing[0] == pytest.approx(0.9) and first.shape[1:] == (640, 512)  # D slices, H sup-inf, W ant-post
-    ds = WindowDataset(cached, cfg.replace(flips=False, intensity_aug=False), [1, 2, 3])
+    ds = WindowDataset(cached, cfg.replace(flips=False, intensity_aug=False, scan_aug=False), [1, 2, 3])
     assert set(ds.k.values()) == {5}
     ds.set_epoch(0)
     x, y, _ = ds[0]
@@ -357,7 +357,7 @@ def test_thick_prob_mixes_thin_and_thick_windows(prob, expected):
 
     case = Memory("c", Path("."), (30, 32, 32), (0.9, 1.0, 1.0), [1])
     cfg = preset_config("default", window=[12, 32, 32], thick_prob=prob, flips=False, intensity_aug=False,
-                        foreground_prob=0.0, windows_per_case=40)
+                        scan_aug=False, foreground_prob=0.0, windows_per_case=40)
     ds = WindowDataset({"c": case}, cfg, [1, 2, 3])
     ds.set_epoch(0)
     kinds = set()

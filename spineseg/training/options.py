@@ -39,6 +39,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thick-prob", type=float, metavar="P",
                         help="share of windows that are thick-slice simulated (default 1; 0.5 trains one model "
                              "for thin and thick slices)")
+    parser.add_argument("--scan-aug", dest="scan_aug", action="store_true", default=None,
+                        help="thick-slice and scanner augmentation (default preset: on): slice thickness 3-6 mm "
+                             "with a random slice profile, in-plane resolution loss, blur, bias field, contrast, "
+                             "inversion")
+    parser.add_argument("--no-scan-aug", dest="scan_aug", action="store_false")
     parser.add_argument("--inplane-mm", type=float, metavar="MM",
                         help="resample the data in-plane to MM once before training (default: keep its spacing); "
                              "inference resamples to the same spacing")
@@ -97,6 +102,7 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
         windows_per_case=args.windows_per_case, cases_per_epoch=args.cases_per_epoch,
         thick_slices=args.thick_slices, thick_prob=args.thick_prob, inplane_mm=args.inplane_mm,
+        scan_aug=args.scan_aug,
         val_every=args.val_every, workers=args.workers, seed=args.seed,
         deterministic=args.deterministic,
         preprocessing=prep.to_dict())

@@ -49,6 +49,7 @@ class TrainConfig:
     foreground_prob: float = 0.0  # share of windows centred on a random foreground voxel
     flips: bool = True
     intensity_aug: bool = False
+    scan_aug: bool = False  # thick-slice and scanner realism (spineseg.training.augment): random thickness etc.
     thick_slices: int = 1  # average k consecutive slices (thick-slice simulation); 0: auto from spacing
     target_slice_mm: float = 4.4
     thick_prob: float = 1.0  # share of windows that are thick-slice simulated (when k > 1); the rest stay thin
@@ -125,7 +126,8 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
     ``paper``: random 128x128x12 windows, 40% of the cases per epoch, 16 windows per case,
     batch 8, MSE on the sigmoid output, Adam lr 1e-3 decayed x0.9 every 10 epochs, 200
     epochs, flips only, binary target. ``default``: Dice + cross-entropy on logits, half of
-    the windows centred on foreground, intensity augmentation, thick-slice simulation for
+    the windows centred on foreground, intensity and scan augmentation (random slice thickness
+    and profile, resolution loss, bias, contrast, inversion), thick-slice simulation for
     thin-slice data, bf16 AMP on GPU, AdamW with warm-up then cosine decay, multi-class.
     """
     if name == "paper":
@@ -138,8 +140,8 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
         base = dict(
             preset="default", window=[12, 128, 128], epochs=200, batch=8, cases_per_epoch=1.0,
             windows_per_case=8, loss="dicece", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine",
-            warmup_epochs=5, foreground_prob=0.5, flips=True, intensity_aug=True, thick_slices=0, amp=True,
-            binary=False)
+            warmup_epochs=5, foreground_prob=0.5, flips=True, intensity_aug=True, scan_aug=True, thick_slices=0,
+            amp=True, binary=False)
     else:
         raise InputError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
     base.update({k: v for k, v in overrides.items() if v is not None})

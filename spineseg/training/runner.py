@@ -95,7 +95,12 @@ def slice_range(cases: Sequence[CachedCase], config: TrainConfig) -> Optional[Li
     if not 0.0 < float(config.thick_prob) < 1.0:
         return None
     thin = float(np.median([c.spacing[0] for c in cases]))
-    thick = float(np.median([c.spacing[0] * thick_k(config, c.spacing[0]) for c in cases]))
+    if config.scan_aug:  # random thickness: up to the thickest draw
+        from spineseg.training.augment import THICK_MM
+
+        thick = float(np.median([c.spacing[0] * max(2, round(THICK_MM[1] / c.spacing[0])) for c in cases]))
+    else:
+        thick = float(np.median([c.spacing[0] * thick_k(config, c.spacing[0]) for c in cases]))
     return [thin, thick] if thick > thin else None
 
 

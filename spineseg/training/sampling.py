@@ -31,12 +31,14 @@ def epoch_plan(case_ids: Sequence[str], config: TrainConfig, epoch: int) -> List
     return [items[int(i)] for i in order]
 
 
-def thicken(image: np.ndarray, label: Optional[np.ndarray], k: int, offset: int = 0
-            ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def thicken(image: np.ndarray, label: Optional[np.ndarray], k: int, offset: int = 0,
+            weights: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Simulate thick slices: average groups of ``k`` consecutive slices (axis 0) starting at ``offset``.
 
-    The label of a thick slice is the label of its group's central thin slice (a partial-volume
-    average has no single label; the centre is what the thick slice is positioned on).
+    ``weights`` (k values summing to 1): the slice profile, a weighted instead of a plain average
+    (:func:`spineseg.training.augment.slice_weights`). The label of a thick slice is the label of its
+    group's central thin slice (a partial-volume average has no single label; the centre is what the
+    thick slice is positioned on).
     """
     k = int(k)
     if k <= 1:
@@ -46,7 +48,14 @@ def thicken(image: np.ndarray, label: Optional[np.ndarray], k: int, offset: int 
     offset = int(offset) % k if d - offset >= k else 0
     n = (d - offset) // k
     stop = offset + n * k
-    img = np.asarray(image[offset:stop], dtype=np.float32).reshape((n, k) + image.shape[1:]).mean(axis=1)
+    groups = np.asarray(image[offset:stop], dtype=np.float32).reshape((n, k) + image.shape[1:])
+    if weights is None:
+        img = groups.mean(axis=1)
+    else:
+        w = np.asarray(weights, dtype=np.float32)
+        if w.shape != (k,):
+            raise ValueError(f"slice profile of {w.shape[0]} weights for {k} slices per thick slice")
+        img = np.tensordot(w, groups, axes=([0], [1])).astype(np.float32)
     lab = None
     if label is not None:
         lab = np.ascontiguousarray(label[offset + k // 2: stop: k])
@@ -91,9 +100,10 @@ def _start(centre: int, size: int, window: int, rng: np.random.Generator, jitter
 
 
 def crop_window(image: np.ndarray, label: np.ndarray, window: Sequence[int], k: int, rng: np.random.Generator,
-                foreground: Optional[np.ndarray] = None, foreground_prob: float = 0.0
-                ) -> Tuple[np.ndarray, np.ndarray]:
-    """A random (D, H, W) window, thick-slice simulated by ``k``, zero-padded to ``window``.
+                foreground: Optional[np.ndarray] = None, foreground_prob: float = 0.0,
+                profile: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """A random (D, H, W) window, thick-slice simulated by ``k`` (slice ``profile``: :func:`thicken`),
+    zero-padded to ``window``.
 
     With probability ``foreground_prob`` (and foreground present) the window is centred near a
     random foreground voxel; otherwise its position is uniform.
@@ -114,7 +124,7 @@ def crop_window(image: np.ndarray, label: np.ndarray, window: Sequence[int], k: 
     img = np.asarray(image[z0:z0 + src_d, y0:y0 + wh, x0:x0 + ww], dtype=np.float32)
     lab = np.asarray(label[z0:z0 + src_d, y0:y0 + wh, x0:x0 + ww])
     if k > 1:
-        img, lab = thicken(img, lab, k, int(rng.integers(0, k)) if src_d - k >= k else 0)
+        img, lab = thicken(img, lab, k, int(rng.integers(0, k)) if src_d - k >= k else 0, profile)
     out_img = np.zeros((wd, wh, ww), dtype=np.float32)
     out_lab = np.zeros((wd, wh, ww), dtype=lab.dtype)
     n = min(wd, img.shape[0])
@@ -123,9 +133,10 @@ def crop_window(image: np.ndarray, label: np.ndarray, window: Sequence[int], k: 
     return out_img, out_lab
 
 
-def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *, flips: bool, intensity: bool
-            ) -> Tuple[np.ndarray, np.ndarray]:
-    """Random flips of each axis (p = 0.5 each) and, optionally, intensity changes.
+def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *, flips: bool, intensity: bool,
+            scan: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Random flips of each axis (p = 0.5 each), optionally the scan changes of
+    :func:`spineseg.training.augment.scan_augment`, then optionally intensity changes.
 
     Intensity (each p = 0.5): scale x U(0.8, 1.2), shift + U(-0.2, 0.2), gamma U(0.7, 1.5) on the
     window's min-max range, Gaussian noise with sigma U(0, 0.1) (in z-score units).
@@ -135,6 +146,10 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *, f
         if axes:
             image = np.flip(image, axes)
             label = np.flip(label, axes)
+    if scan:
+        from spineseg.training.augment import scan_augment
+
+        image, _ = scan_augment(image, rng)
     if intensity:
         draws = rng.random(4)
         if draws[0] < 0.5:
@@ -188,8 +203,14 @@ class WindowDataset:
         k = self.k[cid]
         if k > 1 and float(cfg.thick_prob) < 1.0 and rng.random() >= float(cfg.thick_prob):
             k = 1  # this window stays thin (mixed thin/thick training)
-        img, lab = crop_window(image, label, cfg.window, k, rng, fg, float(cfg.foreground_prob))
-        return augment(img, lab, rng, flips=cfg.flips, intensity=cfg.intensity_aug)
+        profile = None
+        if k > 1 and cfg.scan_aug:  # a random thickness and slice profile instead of the fixed k
+            from spineseg.training.augment import draw_profile, draw_thickness
+
+            k = draw_thickness(rng, self.cases[cid].spacing[0])
+            profile = draw_profile(rng, k)
+        img, lab = crop_window(image, label, cfg.window, k, rng, fg, float(cfg.foreground_prob), profile)
+        return augment(img, lab, rng, flips=cfg.flips, intensity=cfg.intensity_aug, scan=cfg.scan_aug)
 
     def __getitem__(self, index: int):
         import torch
