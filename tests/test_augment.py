@@ -149,3 +149,17 @@ def test_default_windows_draw_random_thickness_and_profiles(monkeypatch):
     assert steps == {3, 4, 5, 6, 7}
     fixed = {int(round(float(np.diff(plain.window(i)[0][:, 16, 16])[0]))) for i in range(10)}
     assert fixed == {5}  # scan_aug off: the fixed k of the target spacing, as before
+
+
+def test_models_record_the_thickest_slices_they_were_trained_on():
+    """The inference spacing check accepts what training saw: up to 6.3 mm (7 x 0.9) with scan augmentation."""
+    from spineseg.training.data import CachedCase
+    from spineseg.training.presets import preset_config
+    from spineseg.training.runner import slice_range
+
+    thin = [CachedCase("c", Path("."), (20, 8, 8), (0.9, 1.2, 1.2), [1])]
+    cfg = preset_config("default", thick_prob=0.5)
+    assert slice_range(thin, cfg) == pytest.approx([0.9, 6.3])
+    assert slice_range(thin, cfg.replace(scan_aug=False)) == pytest.approx([0.9, 4.5])
+    thick = [CachedCase("c", Path("."), (12, 8, 8), (4.4, 1.2, 1.2), [1])]
+    assert slice_range(thick, cfg) is None  # already thick: never thickened

@@ -95,13 +95,18 @@ def slice_range(cases: Sequence[CachedCase], config: TrainConfig) -> Optional[Li
     if not 0.0 < float(config.thick_prob) < 1.0:
         return None
     thin = float(np.median([c.spacing[0] for c in cases]))
-    if config.scan_aug:  # random thickness: up to the thickest draw
+    thick = float(np.median([c.spacing[0] * _thickest_k(config, c.spacing[0]) for c in cases]))
+    return [thin, thick] if thick > thin else None
+
+
+def _thickest_k(config: TrainConfig, slice_mm: float) -> int:
+    """The most thin slices a training window averages: the scan augmentation draws up to 6 mm."""
+    k = thick_k(config, slice_mm)
+    if k > 1 and config.scan_aug:
         from spineseg.training.augment import THICK_MM
 
-        thick = float(np.median([c.spacing[0] * max(2, round(THICK_MM[1] / c.spacing[0])) for c in cases]))
-    else:
-        thick = float(np.median([c.spacing[0] * thick_k(config, c.spacing[0]) for c in cases]))
-    return [thin, thick] if thick > thin else None
+        return max(2, int(round(THICK_MM[1] / float(slice_mm))))
+    return k
 
 
 def build_header(config: TrainConfig, classes: Sequence[ClassInfo], network, *, name: str,
