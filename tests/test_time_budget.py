@@ -102,3 +102,11 @@ def test_training_stops_on_the_clock_and_resume_spends_only_what_is_left(tmp_pat
     again = train(cfg, train_cases, validator, run, classes, device="cpu", resume=True, tensorboard=False)
     assert len(again.history) == len(result.history) and again.windows == result.windows
     assert again.val_cases == {}  # run_training validates the final weights itself
+
+
+def test_a_budget_shorter_than_the_set_up_still_trains_one_step(tmp_path):
+    from spineseg.training.trainer import train
+
+    cfg, train_cases, validator, classes = _setup(tmp_path, 1e-6)
+    result = train(cfg, train_cases, validator, tmp_path / "run", classes, device="cpu", tensorboard=False)
+    assert len(result.history) == 1 and result.windows == cfg.batch and set(result.val_cases) == {"case02"}

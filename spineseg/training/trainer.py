@@ -280,8 +280,8 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
 
     validated_at = None  # the epoch after which last_val was measured, in this call
     for epoch in range(start_epoch, int(config.epochs)):
-        if budget_s is not None and _out_of_time(elapsed(), budget_s, dist_info, dev):
-            break
+        if budget_s is not None and history and _out_of_time(elapsed(), budget_s, dist_info, dev):
+            break  # (a fresh run trains at least one step, however short its budget)
         t0 = time.monotonic()
         dataset.set_epoch(epoch)
         sampler = None
