@@ -69,6 +69,9 @@ See the <a href="https://github.com/spineseg/SpineSeg/blob/main/SpineSegUNet/REA
 The default model was trained on the SPIDER lumbar spine MR data set (CC BY 4.0;
 van der Graaf et al., Scientific Data 2024).
 """)
+        # SpineSeg's terminology context (disc and canal are not in Slicer's DICOM master list) is loaded
+        # once Slicer's own terminologies are, so every segment resolves in the terminology picker
+        slicer.app.connect("startupCompleted()", loadTerminology)
 
 
 #
@@ -185,7 +188,7 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            firstVolumeNode = defaultInputVolume()
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
         # Models registered by SpineSeg Training's "Use this model" appear in the folder's history
@@ -402,15 +405,15 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         Nothing is added to the scene until :meth:`finishSegmentation`.
         """
         import SimpleITK as sitk
-        import sitkUtils
         if inputVolume is None or inputVolume.GetImageData() is None:
             raise ValueError(_("Select an input volume that has image data."))
+        checkOutputTransform(inputVolume, outputSegmentation)
         tempDir = tempfile.mkdtemp(prefix="SpineSegUNet-", dir=slicer.app.temporaryPath)
         try:
             inputPath = os.path.join(tempDir, "input.nrrd")
             outputPath = os.path.join(tempDir, "segmentation.nrrd")
-            # sitkUtils copies the voxels and geometry without touching the node's storage (the scene stays as is)
-            sitk.WriteImage(sitkUtils.PullVolumeFromSlicer(inputVolume), inputPath, True)
+            # the voxels and geometry only: the node's storage is not touched (the scene stays as is)
+            sitk.WriteImage(imageFromVolume(inputVolume), inputPath, True)
             argv = segment_command.segment_command(process.python_executable(), [inputPath], outputPath, options)
             logging.info("SpineSeg UNet: " + " ".join(argv))
             job = process.Job(argv, env=process.child_environment(), cwd=tempDir).start()
@@ -423,24 +426,32 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
     def finishSegmentation(self, run: SegmentationRun):
         """Turn the finished job's label map into segments (names, colours, terminology from the model).
 
-        If this fails, a segmentation node created here is removed again.
+        The scene then holds the segmentation and its display node, nothing else new; if this fails,
+        it holds nothing new. A chosen output keeps its transform and its other segments.
         """
         import SimpleITK as sitk
-        import sitkUtils
 
         specs = terminology.segment_specs(model_registry.result_classes(run.job.done, run.modelDir))
-        labelImage = sitk.ReadImage(run.outputPath)
         inputVolume = run.inputVolume
+        if not nodeInScene(inputVolume):
+            raise RuntimeError(_("The input volume was removed during the segmentation; the result was not loaded."))
         segmentationNode = run.outputSegmentation
         created = segmentationNode is None
+        if not created and not nodeInScene(segmentationNode):
+            raise RuntimeError(_("The output segmentation was removed during the segmentation; the result was "
+                                 "not loaded. Choose an output (or none, for a new one) and segment again."))
+        if not created:
+            checkOutputTransform(inputVolume, segmentationNode)
+        labelmap = orientedLabelmapFromImage(sitk.ReadImage(run.outputPath))
+        loadTerminology()
         if created:
             segmentationNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(inputVolume.GetName() + " spine"))
-        labelNode = None
         try:
             segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-            segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+            if created:
+                segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+                segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
             segmentation = segmentationNode.GetSegmentation()
             for spec in specs:
                 if segmentation.GetSegment(spec.segment_id):
@@ -452,23 +463,17 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             segmentIds = vtk.vtkStringArray()
             for segmentId in terminology.label_to_segment_ids(specs):
                 segmentIds.InsertNextValue(segmentId)
-            labelNode = sitkUtils.PushVolumeToSlicer(labelImage, None, "__SpineSegUNet_label__",
-                                                     "vtkMRMLLabelMapVolumeNode")
-            labelNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+            # straight from image data: no temporary label map node (and display node) in the scene
             if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
-                    labelNode, segmentationNode, segmentIds):
+                    labelmap, segmentationNode, segmentIds):
                 raise RuntimeError(_("Slicer could not import the label map into the segmentation."))
-            displayNode = segmentationNode.GetDisplayNode()
-            displayNode.SetVisibility(True)
+            segmentationNode.GetDisplayNode().SetVisibility(True)
             if run.show3D:
                 segmentationNode.CreateClosedSurfaceRepresentation()
         except Exception:
             if created:
-                slicer.mrmlScene.RemoveNode(segmentationNode)
+                removeNodes(segmentationNode)
             raise
-        finally:
-            if labelNode is not None:
-                slicer.mrmlScene.RemoveNode(labelNode)
         run.segmentNames = [s.name for s in specs]
         return segmentationNode
 
@@ -501,12 +506,125 @@ def pytorchInstaller():
         askConfirmation=False, torchVersionRequirement=version) is not None
 
 
+def defaultInputVolume():
+    """The first scalar volume that is not a label map (label maps are scalar volumes too in MRML), or None."""
+    for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+        if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return node
+    return None
+
+
+def nodeInScene(node) -> bool:
+    """Whether ``node`` is still in the scene (a node removed during a run keeps its Python object)."""
+    return node is not None and node.GetScene() is slicer.mrmlScene and bool(node.GetID()) \
+        and slicer.mrmlScene.GetNodeByID(node.GetID()) is node
+
+
+def checkOutputTransform(inputVolume, outputSegmentation) -> None:
+    """Refuse an output segmentation under another transform than the input: moving it would move the
+    user's other segments, and filling it in another frame would misplace the new ones."""
+    if outputSegmentation is None:
+        return
+    if (outputSegmentation.GetTransformNodeID() or None) != (inputVolume.GetTransformNodeID() or None):
+        raise ValueError(_("The output segmentation '{output}' is under a different transform than the input "
+                           "volume '{volume}'; choose another output (or none, for a new one), or put both under "
+                           "the same transform.").format(output=outputSegmentation.GetName(),
+                                                          volume=inputVolume.GetName()))
+
+
+def removeNodes(*nodes) -> None:
+    """Remove nodes with their display and storage nodes (MRML leaves those behind otherwise)."""
+    for node in nodes:
+        if node is None or node.GetScene() is None:
+            continue
+        scene = node.GetScene()
+        others = []
+        if hasattr(node, "GetNumberOfDisplayNodes"):
+            others += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if hasattr(node, "GetNumberOfStorageNodes"):
+            others += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for other in others:
+            if other is not None and other.GetScene() is not None:
+                scene.RemoveNode(other)
+
+
+#: LPS (ITK, SimpleITK, the CLI) to RAS (Slicer): x and y change sign
+_LPS_TO_RAS = (-1.0, -1.0, 1.0)
+
+
+def imageFromVolume(volumeNode):
+    """The volume node's voxels and geometry as a SimpleITK image (LPS), without its parent transform."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    ijkToRAS = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(ijkToRAS)
+    matrix = np.array([[ijkToRAS.GetElement(r, c) for c in range(4)] for r in range(3)])
+    lps = np.asarray(_LPS_TO_RAS)[:, None] * matrix
+    spacing = np.asarray(volumeNode.GetSpacing(), dtype=float)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(slicer.util.arrayFromVolume(volumeNode)))
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetOrigin(tuple(float(v) for v in lps[:, 3]))
+    image.SetDirection(tuple(float(v) for v in (lps[:, :3] / spacing).ravel()))
+    return image
+
+
+def orientedLabelmapFromImage(labelImage):
+    """A SimpleITK label map (LPS) as vtkOrientedImageData whose IJK-to-RAS is the image's LPS geometry in RAS."""
+    import numpy as np
+    import SimpleITK as sitk
+    from vtk.util import numpy_support
+
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(labelImage))
+    if array.min() < 0 or array.max() > 255:
+        raise RuntimeError(_("The label map has values outside 0-255; it was not loaded."))
+    array = array.astype(np.uint8)
+    labelmap = slicer.vtkOrientedImageData()
+    labelmap.SetDimensions(*labelImage.GetSize())
+    labelmap.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True,
+                                                                  array_type=vtk.VTK_UNSIGNED_CHAR))
+    direction = np.asarray(labelImage.GetDirection(), dtype=float).reshape(3, 3)
+    ijkToLPS = direction * np.asarray(labelImage.GetSpacing(), dtype=float)
+    ijkToRAS = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            ijkToRAS.SetElement(r, c, _LPS_TO_RAS[r] * ijkToLPS[r, c])
+        ijkToRAS.SetElement(r, 3, _LPS_TO_RAS[r] * labelImage.GetOrigin()[r])
+    labelmap.SetImageToWorldMatrix(ijkToRAS)
+    return labelmap
+
+
+def terminologyFile() -> str:
+    """SpineSeg's terminology context, shipped with the module."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Terminology",
+                        "SegmentationCategoryTypeModifier-SpineSeg.term.json")
+
+
+def loadTerminology() -> None:
+    """Load SpineSeg's terminology context into the Terminologies logic unless it is loaded already."""
+    logic = slicer.modules.terminologies.logic()
+    if not logic.IsTerminologyContextLoaded(terminology.CATEGORY_CONTEXT):
+        name = logic.LoadTerminologyFromFile(terminologyFile())
+        if name != terminology.CATEGORY_CONTEXT:
+            logging.error("SpineSeg UNet: could not load the terminology context %s", terminologyFile())
+
+
 def setSegmentTerminology(segment, entry: str) -> None:
     """Store a serialized terminology entry on a segment (SetTerminology exists from Slicer 5.9 on)."""
     if hasattr(segment, "SetTerminology"):
         segment.SetTerminology(entry)
     else:
         segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+
+
+def loadVolumeFile(path: str, labelmap: bool = False):
+    """Load an image file as a volume node through the Volumes logic (what Slicer's volume reader does)."""
+    name = slicer.mrmlScene.GenerateUniqueName(os.path.basename(path).split(".")[0])
+    node = slicer.modules.volumes.logic().AddArchetypeVolume(path, name, 1 if labelmap else 0)
+    if node is None:
+        raise RuntimeError(_("Could not read {path} as a volume.").format(path=path))
+    return node
 
 
 def getSegmentTerminology(segment) -> str:
@@ -541,12 +659,18 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
         self.test_SampleSegmentation()
 
     def _phantomVolume(self):
-        import sitkUtils
         from spineseg.phantom import make_phantom
 
-        # the default thick-slice geometry (880 x 880 x 12, 0.345 x 0.345 x 4.4 mm): what the model is trained for
-        phantom = make_phantom(seed=3)
-        return sitkUtils.PushVolumeToSlicer(phantom.image, None, "SpineSegPhantom")
+        # a small thick-slice phantom: this test only needs a volume for the (failing) run
+        phantom = make_phantom(size=(64, 64, 12), spacing=(1.2, 1.2, 4.4), seed=3)
+        path = os.path.join(tempfile.mkdtemp(prefix="SpineSegUNetTest-"), "phantom.nrrd")
+        try:
+            import SimpleITK as sitk
+
+            sitk.WriteImage(phantom.image, path)
+            return loadVolumeFile(path)
+        finally:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
     def test_FailureLeavesSceneUnchanged(self):
         self.delayDisplay("Failure leaves the scene unchanged")
@@ -580,8 +704,8 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
             self.skipTest(f"Python packages for the {backend} backend are not installed")
 
         self.delayDisplay("Segmenting the bundled sample (a SPIDER case the model never saw)")
-        volume = slicer.util.loadVolume(str(sample[0]))
-        reference = slicer.util.loadLabelVolume(str(sample[1]))
+        volume = loadVolumeFile(str(sample[0]))
+        reference = loadVolumeFile(str(sample[1]), labelmap=True)
         fractions = []
         options = segment_command.SegmentOptions(model=str(modelDir), device="cpu", backend=backend, n4=True)
         segmentationNode = logic.segment(volume, options, show3D=True,

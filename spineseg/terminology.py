@@ -12,12 +12,17 @@ with each coded item written ``scheme^value^meaning`` (empty: ``^^``).
 Codes (SNOMED CT, scheme designator ``SCT``), all in category 123037004
 "Anatomical Structure":
 
-- vertebra 51282000 "Vertebra" and spine 421060004 "Spine": both in Slicer's
-  "Segmentation category and type - DICOM master list";
+- vertebra 51282000 "Vertebra" and spine 421060004 "Spine" (both also in Slicer's
+  "Segmentation category and type - DICOM master list");
 - intervertebral disc 360499006 "Intervertebral disc" (as in the SNOMED mapping
   of the TotalSegmentator Slicer extension);
 - spinal canal 61853006 "Spinal canal" (SNOMED "Spinal canal structure", as in
   AAPM TG-263 / HL7 mCODE).
+
+Disc and canal are not in Slicer's DICOM master list, so the entries name SpineSeg's own
+terminology context, which the SpineSeg UNet module ships
+(``SpineSegUNet/Resources/Terminology/SegmentationCategoryTypeModifier-SpineSeg.term.json``)
+and loads into Slicer's Terminologies logic: every segment then resolves to a real entry.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from spineseg.labels import ClassInfo
 
-CATEGORY_CONTEXT = "Segmentation category and type - DICOM master list"
+#: the context name in SpineSeg's terminology file (tests check that the two agree)
+CATEGORY_CONTEXT = "Segmentation category and type - SpineSeg"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 ANATOMICAL_STRUCTURE: Tuple[str, str, str] = ("SCT", "123037004", "Anatomical Structure")
 

@@ -87,7 +87,8 @@ def test_module_scripts_resources_and_test_registered(configured):
     prefix = "module SpineSegUNet lib/Slicer-5.8/qt-scripted-modules/"
     module = {line[len(prefix):] for line in configured if line.startswith(prefix)}
     assert module == {"SpineSegUNet.py", "Scripts/segment_folder.py", "Resources/Icons/SpineSegUNet.png",
-                      "Resources/UI/SpineSegUNet.ui"}
+                      "Resources/UI/SpineSegUNet.ui",
+                      "Resources/Terminology/SegmentationCategoryTypeModifier-SpineSeg.term.json"}
     assert "unittest SpineSegUNet.py" in configured
 
 

@@ -17,13 +17,13 @@ from spineseg.terminology import (
 # Expected strings written out in full: the format Slicer's vtkSegment default uses
 # ("context~SCT^85756007^Tissue~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^").
 EXPECTED = {
-    "vertebra": "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+    "vertebra": "Segmentation category and type - SpineSeg~SCT^123037004^Anatomical Structure"
                 "~SCT^51282000^Vertebra~^^~Anatomic codes - DICOM master list~^^~^^",
-    "intervertebral disc": "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+    "intervertebral disc": "Segmentation category and type - SpineSeg~SCT^123037004^Anatomical Structure"
                            "~SCT^360499006^Intervertebral disc~^^~Anatomic codes - DICOM master list~^^~^^",
-    "spinal canal": "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+    "spinal canal": "Segmentation category and type - SpineSeg~SCT^123037004^Anatomical Structure"
                     "~SCT^61853006^Spinal canal~^^~Anatomic codes - DICOM master list~^^~^^",
-    "spine": "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+    "spine": "Segmentation category and type - SpineSeg~SCT^123037004^Anatomical Structure"
              "~SCT^421060004^Spine~^^~Anatomic codes - DICOM master list~^^~^^",
 }
 
@@ -89,3 +89,20 @@ def test_duplicate_ids_and_bad_values():
         segment_specs([{"value": 0, "name": "background"}])
     assert label_to_segment_ids([]) == []
     assert segment_id("  ***  ") == "segment"
+
+
+def test_shipped_terminology_context_matches_the_codes():
+    """The context file the module loads into Slicer names the same context and holds every code used."""
+    import json
+    from pathlib import Path
+
+    from spineseg.terminology import ANATOMICAL_STRUCTURE, CATEGORY_CONTEXT
+
+    path = (Path(__file__).resolve().parents[1] / "SpineSegUNet" / "Resources" / "Terminology"
+            / "SegmentationCategoryTypeModifier-SpineSeg.term.json")
+    data = json.loads(path.read_text())
+    assert data["SegmentationCategoryTypeContextName"] == CATEGORY_CONTEXT
+    (category,) = data["SegmentationCodes"]["Category"]
+    assert (category["CodingSchemeDesignator"], category["CodeValue"], category["CodeMeaning"]) == ANATOMICAL_STRUCTURE
+    types = {(t["CodingSchemeDesignator"], t["CodeValue"], t["CodeMeaning"]) for t in category["Type"]}
+    assert types == {(c.scheme, c.value, c.meaning) for c in TYPE_CODES.values()}
