@@ -37,6 +37,33 @@ def outputPath(outputDir, inputPath):
     return os.path.join(outputDir, strip_image_extension(inputPath) + ".seg.nrrd")
 
 
+def nodeIds():
+    scene = slicer.mrmlScene
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def removeNodesAddedSince(before):
+    scene = slicer.mrmlScene
+    for nodeId in sorted(nodeIds() - before, reverse=True):
+        node = scene.GetNodeByID(nodeId)
+        if node is not None:
+            scene.RemoveNode(node)
+
+
+def writeSegmentation(segmentation, target):
+    """Write ``target`` atomically (a temporary name, then a rename) with a storage node kept out of the scene."""
+    storage = segmentation.CreateDefaultStorageNode()
+    temporary = target + ".part.seg.nrrd"
+    storage.SetFileName(temporary)
+    try:
+        if not storage.WriteData(segmentation):
+            raise RuntimeError(f"could not write {target}")
+        os.replace(temporary, target)  # atomic: never a half-written output
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def main(argv):
     # the module folder (this script's parent's parent) holds SpineSegUNet.py
     moduleDir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,23 +108,20 @@ def main(argv):
     failures = 0
     for index, (inputPath, target) in enumerate(zip(inputs, targets), 1):
         print(f"[{index}/{len(inputs)}] {inputPath}", flush=True)
-        volume = segmentation = None
+        before = nodeIds()
         try:
-            volume = slicer.util.loadVolume(inputPath, {"show": False})
+            volume = SpineSegUNet.loadVolumeFile(inputPath)
             segmentation = logic.segment(volume, options, show3D=False)
-            temporary = target + ".part.seg.nrrd"
-            if not slicer.util.saveNode(segmentation, temporary):
-                raise RuntimeError(f"could not write {target}")
-            os.replace(temporary, target)  # atomic: never a half-written output
+            writeSegmentation(segmentation, target)
             print(f"  -> {target}", flush=True)
         except Exception as exc:
             failures += 1
             logging.error(f"{inputPath}: {exc}")
             print(f"  failed: {exc}", file=sys.stderr, flush=True)
         finally:
-            for node in (segmentation, volume):
-                if node is not None:
-                    slicer.mrmlScene.RemoveNode(node)
+            # every node this case added (volume, segmentation, their display and storage nodes), so the
+            # scene, and memory, stay flat over any number of cases
+            removeNodesAddedSince(before)
     print(f"{len(inputs) - failures} of {len(inputs)} segmented", flush=True)
     return EXIT_FAILED if failures else EXIT_OK
 
