@@ -345,8 +345,20 @@ def test_add_user_model_dedupes_and_accepts_qsettings_shapes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert add_user_model(None, a) == [str(a)]
     assert add_user_model("", a) == [str(a)]
-    assert add_user_model(str(b), a) == [str(b), str(a)]
-    assert add_user_model((str(a), str(b)), tmp_path / "x" / ".." / "a") == [str(b), str(a)]
+    assert add_user_model(str(b), a) == [str(a), str(b)]
+    assert add_user_model((str(b), str(a)), tmp_path / "x" / ".." / "a") == [str(a), str(b)]
+
+
+def test_newest_registered_model_stays_among_the_entries_the_path_field_offers(tmp_path):
+    """ctkPathLineEdit offers the first PATH_HISTORY_SHOWN stored entries: the newest must be one of them,
+    however many models were registered before (from the 6th on it was not)."""
+    from spineseg.moduleslogic.model_registry import PATH_HISTORY_SHOWN
+
+    stored = None
+    for i in range(PATH_HISTORY_SHOWN + 3):
+        model = tmp_path / f"model{i}"
+        stored = add_user_model(stored, model)
+        assert str(model.resolve()) in stored[:PATH_HISTORY_SHOWN], i
 
 
 def test_user_model_dirs_lists_existing_models_newest_first(tmp_path):
@@ -354,7 +366,7 @@ def test_user_model_dirs_lists_existing_models_newest_first(tmp_path):
     for d in (old, new):
         d.mkdir()
         (d / "model.json").write_text("{}")
-    assert user_model_dirs([str(old), str(gone), str(new)]) == [new, old]
+    assert user_model_dirs([str(new), str(gone), str(old)]) == [new, old]
     assert user_model_dirs(str(old)) == [old]
     assert user_model_dirs(None) == []
 

@@ -28,15 +28,23 @@ def _setting_list(value: Any) -> List[str]:
     return [str(v) for v in value if v]
 
 
+#: how many entries of its history list ctkPathLineEdit (SpineSeg UNet's model folder) offers: the first ones
+PATH_HISTORY_SHOWN = 5
+
+
 def add_user_model(current: Any, model_dir: Union[str, "os.PathLike[str]"]) -> List[str]:
-    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, newest last)."""
+    """The ``SpineSeg/UserModels`` list with ``model_dir`` added (absolute, no duplicates, **newest first**).
+
+    Newest first because the model folder's ctkPathLineEdit offers only the first
+    :data:`PATH_HISTORY_SHOWN` entries of this list: appended last, a new model was not offered.
+    """
     new = str(Path(model_dir).resolve())
-    return [p for p in _setting_list(current) if str(Path(p).resolve()) != new] + [new]
+    return [new] + [p for p in _setting_list(current) if str(Path(p).resolve()) != new]
 
 
 def user_model_dirs(value: Any) -> List[Path]:
-    """The registered model folders that still hold a model, newest first."""
-    return [Path(p) for p in reversed(_setting_list(value)) if (Path(p) / HEADER_FILE).is_file()]
+    """The registered model folders that still hold a model, newest first (the stored order)."""
+    return [Path(p) for p in _setting_list(value) if (Path(p) / HEADER_FILE).is_file()]
 
 
 def bundled_model_dir() -> Optional[Path]:
