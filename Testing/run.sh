@@ -19,8 +19,11 @@ if [ -z "$versions" ]; then
   versions="5.12.4.0 ${newest}"
 fi
 
-status=0
-ran=0
+# install each version once; then run the versions side by side (2 cores: the tier waits mostly on
+# the segmentation and training processes it starts), each in its own pytest process and log
+logs="Testing/.venvs/logs"
+mkdir -p "$logs"
+ready=()
 for version in $(echo "$versions" | tr ' ' '\n' | awk 'NF && !seen[$0]++'); do
   target="Testing/.venvs/slicer-core-${version}"
   if [ ! -f "$target/.complete" ]; then
@@ -35,15 +38,30 @@ for version in $(echo "$versions" | tr ' ' '\n' | awk 'NF && !seen[$0]++'); do
     "${pip[@]}" install --no-deps --target "$target" "${vtk:-vtk}" >/dev/null
     touch "$target/.complete"
   fi
-  echo "slicer-core ${version}:"
-  start=$(date +%s)
-  if PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pytest -q -p no:cacheprovider Testing/Python; then
-    :
-  else
-    status=1
-  fi
-  echo "slicer-core ${version}: $(( $(date +%s) - start )) s"
-  ran=$((ran + 1))
+  ready+=("$version")
 done
-[ "$ran" -gt 0 ] || echo "slicer-core tier: no version could be installed here; skipped"
+if [ "${#ready[@]}" -eq 0 ]; then
+  echo "slicer-core tier: no slicer-core version could be installed here; skipped"
+  exit 0
+fi
+
+pids=()
+for version in "${ready[@]}"; do
+  (
+    start=$(date +%s)
+    rc=0
+    PYTHONPATH="$PWD/Testing/.venvs/slicer-core-${version}${PYTHONPATH:+:$PYTHONPATH}" \
+      "$python" -m pytest -q -p no:cacheprovider Testing/Python > "$logs/${version}.log" 2>&1 || rc=$?
+    echo "slicer-core ${version}: tier took $(( $(date +%s) - start )) s" >> "$logs/${version}.log"
+    exit "$rc"
+  ) &
+  pids+=($!)
+done
+status=0
+for i in "${!ready[@]}"; do
+  wait "${pids[$i]}" || status=1
+  echo "== slicer-core ${ready[$i]}"
+  # VTK's own log lines (missing default terminology files in the wheel, ...) are noise here
+  grep -v -E '^(\x1b\[[0-9;]*m)*[0-9-]+ [0-9:.]+ +\( *[0-9.]+s\) \[' "$logs/${ready[$i]}.log" || true
+done
 exit "$status"

@@ -2,6 +2,8 @@
 
 Slicer cannot be installed here. These are just enough to execute a scripted module's top
 level (so a NameError or a bad import there shows up) and to call its plain-Python Logic.
+Everything that touches MRML (the segment path, the batch script, curves, parameter nodes, the
+modules' self-tests) runs against real slicer-core in Testing/ instead; see Testing/README.md.
 """
 from __future__ import annotations
 

@@ -49,6 +49,15 @@ macro(slicerMacroBuildScriptedModule)
     _record("module ${MY_SLICER_NAME} ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${f}")
   endforeach()
 endmacro()
+function(add_test)
+  cmake_parse_arguments(MY "" "NAME;WORKING_DIRECTORY" "COMMAND" ${ARGN})
+  foreach(f ${MY_COMMAND})
+    if(IS_ABSOLUTE "${f}" AND NOT f MATCHES "^/(usr|bin)/")
+      _check_exists(add_test "${f}")
+    endif()
+  endforeach()
+  _record("test ${MY_NAME}")
+endfunction()
 function(slicer_add_python_unittest)
   cmake_parse_arguments(MY "" "SCRIPT" "SLICER_ARGS;TESTNAME_PREFIX" ${ARGN})
   _check_exists(slicer_add_python_unittest "${MY_SCRIPT}")
@@ -103,3 +112,11 @@ def test_core_package_installed_next_to_the_module(configured):
 
 def test_extension_config_and_cpack_included_last(configured):
     assert configured[-2:] == ["extension-config", "extension-cpack"]
+
+
+def test_slicer_core_tier_registered_under_build_testing(configured):
+    """Top-level Testing/ (the slicer-core tier, Testing/run.sh) is added as Slicer extensions expect."""
+    assert "test SpineSeg_slicer_core_tier" in configured
+    text = (ROOT / "CMakeLists.txt").read_text()
+    block = text[text.index("if(BUILD_TESTING)"):]
+    assert block.splitlines()[1].strip() == "add_subdirectory(Testing)"

@@ -2,15 +2,13 @@
 
 Slicer cannot be installed here. The stand-ins are just enough to execute the module's
 top level (a NameError or bad import there shows up) and to run the Logic's plain-Python
-parts: the panel's parameters become a valid command line, a run started by the Logic
-reports a bad dataset with exit code 2, and "Use this model" keeps one entry per model in
-the settings list. MRML behaviour is tested by SpineSegTrainingTest inside Slicer.
+parts: the panel's parameters become a valid command line. A run with a bad dataset, "Use this
+model", the curves and SpineSegTrainingTest run against real slicer-core in Testing/.
 """
 from __future__ import annotations
 
 import pathlib
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +17,6 @@ from slicer_stand_in import load_with_stand_in_slicer
 
 from spineseg.inference.backends import DEVICES
 from spineseg.moduleslogic import training_command
-from spineseg.moduleslogic.model_registry import USER_MODELS_KEY
 from spineseg.networks import network_names
 from spineseg.training.presets import PRESETS
 
@@ -27,28 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SpineSegTraining" / "SpineSegTraining.py"
 
 
-class FakeSettings:
-    def __init__(self):
-        self.values = {}
-        self.synced = 0
-
-    def value(self, key, default=None):
-        return self.values.get(key, default)
-
-    def setValue(self, key, value):
-        self.values[key] = value
-
-    def sync(self):
-        self.synced += 1
-
-
 @pytest.fixture
 def module(monkeypatch):
-    settings = FakeSettings()
-    app = SimpleNamespace(userSettings=lambda: settings, processEvents=lambda: None)
-    mod = load_with_stand_in_slicer(monkeypatch, MODULE_PY, "SpineSegTraining_under_test", app=app)
-    mod._settings = settings
-    return mod
+    return load_with_stand_in_slicer(monkeypatch, MODULE_PY, "SpineSegTraining_under_test")
 
 
 def _params(module, **kw):
@@ -86,34 +64,6 @@ def test_panel_parameters_become_command_lines(module):
         logic.trainingOptions(_params(module, outputFolder=pathlib.Path(".")), "train")
     with pytest.raises(ValueError, match="GPU index"):
         logic.trainingOptions(_params(module, gpus="0,a"), "train")
-
-
-def test_a_run_with_a_bad_dataset_ends_with_exit_code_2(module, tmp_path):
-    (tmp_path / "empty").mkdir()
-    opts = training_command.TrainingOptions(mode="train", data=str(tmp_path / "empty"), output=str(tmp_path / "run"),
-                              epochs=1, device="cpu")
-    run = module.SpineSegTrainingLogic.startRun(opts, python=sys.executable)
-    deadline = time.monotonic() + 120
-    lines = []
-    while not run.job.finished and time.monotonic() < deadline:
-        lines += run.poll()
-        time.sleep(0.05)
-    lines += run.poll()
-    assert run.job.returncode == 2
-    assert any(line.startswith("Error: ") and "empty" in line for line in lines), lines
-    assert run.failure().startswith("Training failed:") and "empty" in run.failure()
-    assert run.modelDirectory() is None
-    assert not (tmp_path / "run" / "model").exists()
-
-
-def test_use_this_model_registers_each_model_once(module, tmp_path):
-    logic = module.SpineSegTrainingLogic
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert logic.registerModel(a) == [str(a)]
-    assert logic.registerModel(b) == [str(a), str(b)]
-    assert logic.registerModel(a) == [str(b), str(a)]
-    assert module._settings.values[USER_MODELS_KEY] == [str(b), str(a)]
-    assert module._settings.synced == 3
 
 
 def test_dependencies_are_installed_through_the_core_not_through_spineseg_unet(module, monkeypatch):

@@ -235,6 +235,12 @@ class Settings:
     def contains(self, key: str) -> bool:
         return key in self.values
 
+    def remove(self, key: str) -> None:
+        self.values.pop(key, None)
+
+    def sync(self) -> None:
+        pass
+
 
 class Application:
     """The few ``slicer.app`` members the modules' logic, scripts and tests use."""

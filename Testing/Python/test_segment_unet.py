@@ -121,15 +121,6 @@ def test_segment_path_equals_the_cli(harness, unet, tmp_path, orientation):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(resampled), cli_array)
 
 
-def test_success_leaves_only_the_segmentation_and_its_display_node(harness, unet, tmp_path):
-    volume = unet.loadVolumeFile(str(phantom_file(tmp_path)))
-    before = harness.node_ids()
-    segmentationNode = unet.SpineSegUNetLogic().segment(volume, options(unet), show3D=True)
-    new = harness.node_ids() - before
-    assert harness.node_classes(new) == ["vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode"]
-    assert segmentationNode.GetID() in new and segmentationNode.GetDisplayNode().GetID() in new
-
-
 def test_failure_and_cancel_leave_nothing(harness, unet, tmp_path):
     from spineseg.moduleslogic.segment_command import SegmentOptions
 
@@ -224,14 +215,21 @@ def test_label_map_is_never_the_default_input(harness, unet, tmp_path):
     assert unet.defaultInputVolume() is volume
 
 
-def test_every_segment_resolves_in_the_loaded_terminology(harness, unet, tmp_path):
+def test_result_nodes_terminology_and_seg_nrrd_round_trip(harness, unet, tmp_path):
+    """One run: the scene gains exactly the segmentation and its display node; every segment's terminology
+    resolves in the SpineSeg context the module loaded; a .seg.nrrd round trip keeps it all."""
     import slicer
 
     terminologies = harness.logics["terminologies"]
     context = unet.terminology.CATEGORY_CONTEXT
     assert terminologies.IsTerminologyContextLoaded(context)  # loaded at startup by the module
     volume = unet.loadVolumeFile(str(phantom_file(tmp_path)))
-    segmentationNode = unet.SpineSegUNetLogic().segment(volume, options(unet))
+    before = harness.node_ids()
+    segmentationNode = unet.SpineSegUNetLogic().segment(volume, options(unet), show3D=True)
+    new = harness.node_ids() - before
+    assert harness.node_classes(new) == ["vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode"]
+    assert segmentationNode.GetID() in new and segmentationNode.GetDisplayNode().GetID() in new
+
     segmentation = segmentationNode.GetSegmentation()
     specs = unet.terminology.segment_specs(unet.model_registry.result_classes(None, MODEL))
     assert segmentation.GetNumberOfSegments() == len(specs)
@@ -245,12 +243,6 @@ def test_every_segment_resolves_in_the_loaded_terminology(harness, unet, tmp_pat
         rgb = entry.GetTypeObject().GetRecommendedDisplayRGBValue()
         assert tuple(round(c / 255.0, 4) for c in rgb) == tuple(round(c, 4) for c in spec.color), spec.name
 
-
-def test_seg_nrrd_round_trip_keeps_names_colours_terminology_and_voxels(harness, unet, tmp_path):
-    import slicer
-
-    volume = unet.loadVolumeFile(str(phantom_file(tmp_path)))
-    segmentationNode = unet.SpineSegUNetLogic().segment(volume, options(unet))
     storage = segmentationNode.CreateDefaultStorageNode()
     path = tmp_path / "result.seg.nrrd"
     storage.SetFileName(str(path))
@@ -259,7 +251,7 @@ def test_seg_nrrd_round_trip_keeps_names_colours_terminology_and_voxels(harness,
     reader = slicer.vtkMRMLSegmentationStorageNode()
     reader.SetFileName(str(path))
     assert reader.ReadData(reread)
-    a, b = segmentationNode.GetSegmentation(), reread.GetSegmentation()
+    a, b = segmentation, reread.GetSegmentation()
     assert a.GetNumberOfSegments() == b.GetNumberOfSegments() > 0
     for i in range(a.GetNumberOfSegments()):
         sid = a.GetNthSegmentID(i)
