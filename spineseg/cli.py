@@ -74,11 +74,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             _json_error(argparse.Namespace(json=True), _Parser.last_error or "bad usage", EXIT_INPUT)
         raise
     warnings.showwarning = _show_warning
+    _quiet_itk()
     try:
         return int(args._run(args) or 0)
     except InputError as exc:
-        _json_error(args, str(exc), EXIT_INPUT)
-        print(f"spineseg: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever text a library put into it
+        _json_error(args, message, EXIT_INPUT)
+        print(f"spineseg: error: {message}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as exc:
         if exc.errno not in _USER_ERRNOS:
@@ -93,6 +95,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CANCELLED
     except Exception as exc:  # a bug: show everything
         return _internal(args, exc)
+
+
+def _quiet_itk() -> None:
+    """ITK and GDCM print multi-line C++ warnings straight to stderr; SpineSeg checks what matters itself
+    (geometry, payloads, series) and says it in one line."""
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    except (ImportError, AttributeError):
+        pass
 
 
 def _internal(args: argparse.Namespace, exc: BaseException) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,12 @@ ONNX_FILE = "model.onnx"
 TASKS = ("multiclass", "binary")
 WEIGHT_DTYPES = ("float32", "float16")
 DEFAULT_MODEL_NAME = "spineseg-default"
+#: largest window a header may declare (slices, in-plane voxels); checked before anything is built
+MAX_WINDOW = (256, 2048, 2048)
+#: largest hyper-parameter values (channel counts, kernel sizes, ...) and base width (channels double per stage)
+#: a header may ask for: larger ones are a damaged or hostile header, and would exhaust memory while building
+MAX_HPARAM = 1024
+MAX_WIDTH = 256
 
 
 @dataclass
@@ -155,6 +162,23 @@ class ModelHeader:
             raise InputError(f"{source}: in_channels must be >= 1")
         if len(self.window) != 3 or min(self.window) < 1:
             raise InputError(f"{source}: window must be three positive sizes (D, H, W), got {list(self.window)}")
+        if any(w > m for w, m in zip(self.window, MAX_WINDOW)):
+            raise InputError(f"{source}: window {list(self.window)} is larger than SpineSeg runs "
+                             f"({' x '.join(map(str, MAX_WINDOW))} at most); the header is damaged")
+        for key, value in sorted(self.architecture.hparams.items()):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            bound = MAX_WIDTH if key == "width" else MAX_HPARAM
+            if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= bound for v in values):
+                raise InputError(f"{source}: hyper-parameter {key} = {value!r} is beyond {bound}; "
+                                 "the header is damaged")
+        if self.onnx is not None:
+            name = str(self.onnx.get("file") or "")
+            if not name or Path(name).name != name or name in (".", ".."):
+                raise InputError(f"{source}: onnx.file {name!r} is not a file name inside the model folder; "
+                                 "refusing it: run 'spineseg export MODEL --onnx --overwrite' again")
+            if not re.fullmatch(r"[0-9a-f]{64}", str(self.onnx.get("sha256") or "")):
+                raise InputError(f"{source}: onnx.sha256 is missing or malformed; the ONNX file cannot be verified: "
+                                 "run 'spineseg export MODEL --onnx --overwrite' again")
         if len(self.spacing) != 3 or not all(s > 0 for s in self.spacing):
             raise InputError(f"{source}: spacing must be three positive mm values (D, H, W), got {list(self.spacing)}")
         dtype = self.weights.get("dtype", "float32")
@@ -328,11 +352,11 @@ def load_model(path: PathLike, device: str = "cpu") -> LoadedModel:
     header = read_header(folder)
     arch = header.architecture
     if arch.name not in network_names():
-        raise InputError(f"{folder}: unknown architecture {arch.name!r} in the header (known: "
+        raise InputError(f"{folder / HEADER_FILE}: unknown architecture {arch.name!r} (known: "
                          f"{', '.join(network_names())}); upgrade SpineSeg or use another model")
     wname = str(header.weights.get("file") or WEIGHTS_FILE)
     if Path(wname).name != wname:
-        raise InputError(f"{folder}: header names weights file {wname!r} outside the model folder; refusing it")
+        raise InputError(f"{folder / HEADER_FILE}: names weights file {wname!r} outside the model folder; refusing it")
     wfile = folder / wname
     if not wfile.is_file():
         raise InputError(f"{wfile}: weights file missing; the model folder is incomplete: re-download or re-export it")
@@ -351,7 +375,7 @@ def load_model(path: PathLike, device: str = "cpu") -> LoadedModel:
         network = build_network(arch.name, in_channels=arch.in_channels, out_channels=arch.out_channels,
                                 **arch.hparams)
     except (TypeError, ValueError, InputError) as exc:
-        raise InputError(f"{folder}: the header's hyper-parameters do not build {arch.name!r} ({exc}); "
+        raise InputError(f"{folder / HEADER_FILE}: its hyper-parameters do not build {arch.name!r} ({exc}); "
                          "the model was made by another SpineSeg version or the header was edited") from None
     expected = network.state_dict()
     _check_shapes(expected, tensors, header, wfile)

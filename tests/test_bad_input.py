@@ -159,6 +159,104 @@ def long_name(d: Path) -> str:
     return str(d / ("x" * 300 + ".nii.gz"))
 
 
+def dicom_junk(d: Path) -> Path:
+    """A folder of files named .dcm that are not DICOM (GDCM prints C++ warnings about it)."""
+    f = d / "dicom"
+    f.mkdir()
+    (f / "a.dcm").write_bytes(b"not dicom")
+    (f / "b.dcm").write_bytes(bytes(range(256)) * 8)
+    return f
+
+
+def data(d: Path) -> Path:
+    """Two toy training cases."""
+    from test_training_data import write_toy_cases
+
+    return write_toy_cases(d / "data", 2) if not (d / "data").is_dir() else d / "data"
+
+
+def background_data(d: Path) -> Path:
+    """Two toy cases whose label maps are all background."""
+    folder = data(d)
+    for label in folder.glob("*_label.nii.gz"):
+        empty = sitk.ReadImage(str(label)) * 0
+        sitk.WriteImage(empty, str(label))
+    return folder
+
+
+def _model_with(d: Path, name: str, change: Callable[[dict], None]) -> Path:
+    folder = d / name
+    shutil.copytree(d / "model", folder)
+    header = json.loads((folder / "model.json").read_text())
+    change(header)
+    (folder / "model.json").write_text(json.dumps(header))
+    return folder
+
+
+def _onnx(file: str, sha: str = "0" * 64) -> Callable[[dict], None]:
+    return lambda h: h.update(onnx={"file": file, "sha256": sha})
+
+
+def model_wide(d: Path) -> Path:
+    return _model_with(d, "wide", lambda h: h["architecture"]["hparams"].update(width=10 ** 6))
+
+
+def model_huge_window(d: Path) -> Path:
+    return _model_with(d, "window", lambda h: h.update(window=[12, 100000, 100000]))
+
+
+def model_unknown_arch(d: Path) -> Path:
+    return _model_with(d, "arch", lambda h: h["architecture"].update(name="transformer-xl"))
+
+
+def model_onnx_absolute(d: Path) -> Path:
+    return _model_with(d, "onnx_abs", _onnx(str(d / "model" / "model.safetensors")))
+
+
+def model_onnx_parent(d: Path) -> Path:
+    (d / "outside.onnx").write_bytes(b"an ONNX file outside the model folder")
+    return _model_with(d, "onnx_up", _onnx("../outside.onnx"))
+
+
+def model_onnx_no_sha(d: Path) -> Path:
+    (d / "model" / "model.onnx").write_bytes(b"unverified")
+    return _model_with(d, "onnx_nosha", _onnx("model.onnx", ""))
+
+
+def train_run(d: Path) -> Path:
+    """What 'spineseg train' leaves: a run folder, not a CV folder."""
+    run = d / "train_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "hybrid", "seed": 0}))
+    (run / "split.json").write_text(json.dumps({"seed": 0, "fold": None, "train": ["a"], "validation": ["b"]}))
+    return run
+
+
+def corrupt_config_run(d: Path) -> Path:
+    run = d / "corrupt_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": "hybr')
+    return run
+
+
+RESUME = "--no-n4 --epochs 2 --device cpu"
+
+
+def bad_checkpoint_run(d: Path) -> Path:
+    """A run folder whose settings match the command line below but whose checkpoint is damaged."""
+    from spineseg.cli import build_parser
+    from spineseg.training.options import config_from_args
+
+    run = d / "bad_ckpt_run"
+    args = build_parser().parse_args(["train", str(data(d)), "-o", str(run), *RESUME.split(), "--resume"])
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config_from_args(args, args.model).to_dict()))
+    for name in ("split.json", "environment.json"):
+        (run / name).write_text("{}")
+    (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 a damaged checkpoint")
+    return run
+
+
 def _filled(d: Path, name: str, free: int, old: bool = False) -> Path:
     """A folder on a filesystem with ``free`` bytes left (a tmpfs), or a folder with injected short writes."""
     folder = d / name
@@ -201,7 +299,9 @@ def old_result(d: Path) -> Path:
 
 INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
     image, image_nrrd, image_folder, earlier_results, short_nii, short_niigz, huge_claim, nan_nii, huge_values,
-    sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, full, nearly_full, old_result)}
+    sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, dicom_junk, data, model_wide,
+    model_huge_window, model_unknown_arch, model_onnx_absolute, model_onnx_parent, model_onnx_no_sha, train_run,
+    corrupt_config_run, bad_checkpoint_run, full, nearly_full, old_result)}
 _FAULT: Dict[str, object] = {}
 
 # ----------------------------------------------------------------------------- the table
@@ -241,8 +341,29 @@ CASES = [
     ("n4-bias-field-is-input", "n4 {image} -o {out}/n4.nii.gz --bias-field {image} --overwrite", 2,
      "would replace an input"),
     ("segment-own-input", f"{SEG} {{image}} -o {{image}} --overwrite", 2, "would replace an input"),
-    # usage errors speak JSON under --json (B13)
+    # usage errors speak JSON under --json; no C++ text in a one-line error (B13)
     ("usage-json", "segment --json", 2, "required"),
+    ("info-dicom-junk", "info {dicom_junk}", 2, "no DICOM series"),
+    # model headers: bounded before anything is built, files confined, errors name model.json (B9, B6, B13)
+    ("segment-model-width-1e6", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --model {{model_wide}}", 2,
+     "width = 1000000"),
+    ("segment-model-window-1e5", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --model {{model_huge_window}}", 2,
+     "window [12, 100000, 100000]"),
+    ("segment-model-unknown-arch", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --model {{model_unknown_arch}}", 2,
+     "arch/model.json: unknown architecture"),
+    ("segment-onnx-absolute-path", "segment {image} -o {out}/seg.nii.gz --backend onnx --model {model_onnx_absolute}",
+     2, "onnx.file"),
+    ("segment-onnx-parent-path", "segment {image} -o {out}/seg.nii.gz --backend onnx --model {model_onnx_parent}",
+     2, "not a file name inside the model folder"),
+    ("segment-onnx-without-sha256", "segment {image} -o {out}/seg.nii.gz --backend onnx --model {model_onnx_no_sha}",
+     2, "onnx.sha256"),
+    # training and run folders (B9, B12)
+    ("ablation-given-train-run", "ablation {train_run} -o {out}", 2, "not a 'spineseg cv' folder"),
+    ("train-resume-corrupt-config", "train {data} -o {corrupt_config_run} --resume --no-n4", 2, "config.json: damaged"),
+    ("train-resume-bad-checkpoint", f"train {{data}} -o {{bad_checkpoint_run}} {RESUME} --resume", 2,
+     "cannot read checkpoint"),
+    ("cv-too-few-cases", "cv {data} -o {out} --folds 5 --no-n4", 2, "2 cases are fewer than 5 folds"),
+    ("phantom-size-1e5-cubed", "phantom -o {out} --size 100000 100000 100000", 2, "voxels is more than"),
 ]
 
 
@@ -331,3 +452,11 @@ def test_evaluate_json_undefined_metric_is_null(tmp_path, capsys):
     assert rc == 0
     done = [_strict_json(line) for line in capsys.readouterr().out.splitlines()][-1]
     assert done["event"] == "done" and done["structures"]["vertebra"]["ppv"] is None
+
+
+def test_all_background_labels_warn(tmp_path):
+    """Training on label maps without foreground is allowed (a user may mean it) but never silent."""
+    from spineseg.training.data import find_cases, validate_cases
+
+    with pytest.warns(UserWarning, match="every label map is all background"):
+        validate_cases(find_cases(background_data(tmp_path)), [1, 2, 3])

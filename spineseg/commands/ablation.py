@@ -45,7 +45,12 @@ def columns(paths: List[str]) -> List[Tuple[str, Path, List[List[str]]]]:
         if not (run / "split.json").is_file() or not (run / "config.json").is_file():
             raise InputError(f"{p}: not a 'spineseg cv' folder (no split.json/config.json); give the CV folder")
         config = _read_json(run / "config.json")
-        folds = _read_json(run / "split.json")["folds"]
+        split = _read_json(run / "split.json")
+        if not isinstance(config, dict) or not isinstance(split, dict) or not isinstance(split.get("folds"), list) \
+                or not config.get("models"):
+            raise InputError(f"{p}: a training run, not a 'spineseg cv' folder (its split.json has no folds); "
+                             "give folders written by 'spineseg cv'")
+        folds = split["folds"]
         preset = (config.get("base") or {}).get("preset", "default")
         for model in [only] if only else list(config.get("models") or []):
             report = run / model / "report"

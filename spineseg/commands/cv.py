@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from spineseg.commands.train import PREP_SHARE, _prepare
         from spineseg.training.crossval import run_cv
-        from spineseg.training.data import kfold_split
+        from spineseg.training.data import find_cases, kfold_split
         from spineseg.training.options import config_from_args
         from spineseg.training.runner import check_run_folder
 
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output)
         if main and not args.resume and out.exists() and any(p.name != "cache" for p in out.iterdir()):
             raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
+        kfold_split([c.id for c in find_cases(args.data)], args.folds, base.seed)  # too few cases: before any caching
         prepared = _prepare(args, base, reporter, main)
-        kfold_split(list(prepared["cases"]), args.folds, base.seed)  # fewer cases than folds: error before training
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
                         device=args.device, resume=args.resume, event=reporter.event,
                         progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),

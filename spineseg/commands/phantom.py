@@ -11,6 +11,8 @@ from typing import List, Tuple
 NAME = "phantom"
 HELP = "Write synthetic thick-slice T2 lumbar spine phantoms (<case>_image.nii.gz / <case>_label.nii.gz pairs)."
 
+#: largest phantom, in voxels (several float32 copies are held while it is built: 1 GB each at this size)
+MAX_VOXELS = 256 * 1024 * 1024
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -71,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--name {args.name!r}: use letters, digits, '.', '_' or '-' (no folders or spaces)")
     if min(args.size) < 1:
         raise InputError(f"--size {' '.join(map(str, args.size))}: give three positive voxel counts")
+    if args.size[0] * args.size[1] * args.size[2] > MAX_VOXELS:
+        raise InputError(f"--size {' '.join(map(str, args.size))}: {args.size[0] * args.size[1] * args.size[2]:.3g} "
+                         f"voxels is more than the {MAX_VOXELS:.3g} a phantom may have (the default is 880 880 12)")
     if not all(s > 0 for s in args.spacing):
         raise InputError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive spacings in mm")
     if not args.noise >= 0:

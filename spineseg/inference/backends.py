@@ -107,7 +107,7 @@ class OnnxBackend:
                              f"run 'spineseg export {info.path} --onnx' again")
         from spineseg.modelfile import sha256_file
 
-        if info.onnx_sha256 and sha256_file(onnx_path) != info.onnx_sha256:
+        if sha256_file(onnx_path) != info.onnx_sha256:  # the header requires it (modelfile.ModelHeader.validate)
             raise InputError(f"{onnx_path}: ONNX file does not match the checksum in model.json (changed or "
                              f"damaged); run 'spineseg export {info.path} --onnx --overwrite' again")
         self.info = info

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -184,6 +185,13 @@ def validate_cases(cases: Sequence[Case], allowed_values: Sequence[int],
         summary["cases"][case.id] = {"image": str(case.image), "label": str(case.label),
                                      "size": list(image.GetSize()),
                                      "spacing": [round(v, 6) for v in image.GetSpacing()], "label_values": values}
+    empty = [cid for cid, c in summary["cases"].items() if not any(v != 0 for v in c["label_values"])]
+    if len(empty) == len(cases):
+        warnings.warn("every label map is all background (no label value other than 0); the network can only "
+                      "learn to predict background: check the labels")
+    elif empty:
+        warnings.warn(f"{len(empty)} of {len(cases)} label maps are all background ({', '.join(empty[:5])}"
+                      f"{', ...' if len(empty) > 5 else ''}); check they are the right files")
     return summary
 
 

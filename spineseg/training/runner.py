@@ -58,12 +58,23 @@ def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite:
     if resume:
         if not cfg.is_file():
             raise InputError(f"{run}: nothing to resume (no config.json); start the run without --resume")
-        old = json.loads(cfg.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"{cfg}: damaged ({type(exc).__name__}); the run cannot be resumed: "
+                             "start a new run folder") from None
+        if not isinstance(old, dict):
+            raise InputError(f"{cfg}: not a run configuration; the run cannot be resumed: start a new run folder")
         new = json.loads(json.dumps(config.to_dict()))
         diff = sorted(k for k in set(old) | set(new) if k != "workers" and old.get(k) != new.get(k))
         if diff:
             raise InputError(f"{run}: --resume with different settings ({', '.join(diff)}) than the run was started "
                              "with; repeat the original options or start a new run folder")
+        ckpt = run / "checkpoints" / "last.pt"
+        if ckpt.is_file():  # a damaged checkpoint is refused before anything in the run folder is rewritten
+            from spineseg.training.trainer import load_checkpoint
+
+            load_checkpoint(ckpt)
         return
     if run.exists() and any(p.name != "cache" for p in run.iterdir()) and not overwrite:
         raise InputError(f"{run}: run folder is not empty; pass --resume to continue it or choose a new folder")

@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,22 +131,16 @@ def build_optimizer(config: TrainConfig, params):
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Serialised in memory, then written by the one atomic writer (a full disk: one-line error, old file kept)."""
+    import io
+
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from spineseg.io import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(buffer.getvalue(), path, overwrite=True)
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -178,7 +171,8 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to fix
-        raise InputError(f"{path}: cannot read checkpoint ({exc}); delete it to start over") from None
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise InputError(f"{path}: cannot read checkpoint ({first[:160]}); delete it to start over") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a SpineSeg checkpoint; delete it or choose another run folder")
     return ckpt
