@@ -25,6 +25,7 @@ OVERLAY_SUFFIX = "_overlay.png"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spineseg.inference.sliding import DEFAULT_OVERLAP
+    from spineseg.inference import InferenceOptions
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images or DICOM series folders")
     parser.add_argument("-o", "--output", required=True,
@@ -56,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the per-level read-out beside each label map: <output>.levels.nii.gz "
                              "(vertebrae and discs named from the sacrum up), .levels.json, .measurements.csv and "
                              "Slicer's .seg.nrrd (needs slicerio: pip install 'spineseg[levels]')")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="flip test-time augmentation: average the predictions of the volume as stored and "
+                             "mirrored left-right, and report where they disagree (default: "
+                             + ("on" if InferenceOptions.tta else "off") + "; twice the inference time)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, done, error) on stdout")
 
@@ -195,7 +200,8 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
     options = InferenceOptions(
         device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink,
         window=tuple(args.window) if args.window else None, overlap=args.overlap, tile=args.tile, batch=args.batch,
-        amp=args.amp, binary=args.binary, probabilities=args.probabilities, keep_largest=args.keep_largest)
+        amp=args.amp, binary=args.binary, probabilities=args.probabilities, keep_largest=args.keep_largest,
+        tta=InferenceOptions.tta if args.tta is None else args.tta)
     options.check()
     inputs = list_inputs(args.inputs)
     out_root = Path(args.output)
@@ -269,6 +275,8 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         if levels is not None:
             entry["levels"] = {"files": [str(p) for p in level_paths.all()], "levels_reliable": levels.levels_reliable,
                                "levels_reasons": levels.levels_reasons}
+        if result.uncertainty is not None:
+            entry["uncertainty"] = round(result.uncertainty, 5)
         if result.warnings:
             entry["warnings"] = result.warnings
         results.append(entry)

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from spineseg.errors import Cancelled, InputError
 from spineseg.geometry import CanonicalFrame
-from spineseg.inference import postprocess
+from spineseg.inference import postprocess, tta
 from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.inference.backends import BACKENDS, open_backend
 from spineseg.labels import SPINE, ClassInfo
@@ -47,6 +47,8 @@ class InferenceOptions:
     binary: bool = False
     probabilities: bool = False
     keep_largest: bool = False
+    tta: bool = False
+    tta_flips: Optional[Tuple[Tuple[int, ...], ...]] = None  # None: tta.DEFAULT_FLIPS
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -59,16 +61,22 @@ class InferenceOptions:
             raise InputError(f"window {self.window}: give three positive sizes D H W, e.g. 12 128 128")
         if self.n4_shrink is not None and int(self.n4_shrink) < 1:
             raise InputError(f"N4 shrink factor {self.n4_shrink}: use an integer >= 1")
+        if self.tta_flips is not None:
+            tta.check_flips(self.tta_flips)
 
 
 @dataclass
 class SegmentationResult:
     """``label``: uint8 label map on the input's grid; ``probabilities``: vector image (one channel per
-    network output) when asked for; ``classes``: the values, names and colours present in ``label``'s scheme."""
+    network output) when asked for; ``classes``: the values, names and colours present in ``label``'s scheme.
+    With flip TTA: ``disagreement``, a float32 map on the input's grid (the fraction of flips whose label
+    differs from the averaged one), and ``uncertainty``, the share of segmented voxels where they differ."""
 
     label: sitk.Image
     classes: List[ClassInfo]
     probabilities: Optional[sitk.Image] = None
+    disagreement: Optional[sitk.Image] = None
+    uncertainty: Optional[float] = None
     seconds: float = 0.0
     timings: Dict[str, float] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
@@ -199,9 +207,21 @@ def prepare_image(image: sitk.Image, info, options: InferenceOptions, *, progres
     return PreparedImage(frame, array, resampled, notes)
 
 
+@dataclass
+class Prediction:
+    """On the input's canonical grid: channel ``indices`` (D, H, W), ``probabilities`` (K, D, H, W) when
+    asked for; with flip TTA the ``disagreement`` map (D, H, W) and the case ``uncertainty``
+    (:class:`spineseg.inference.tta.FlipAverage`)."""
+
+    indices: np.ndarray
+    probabilities: Optional[np.ndarray] = None
+    disagreement: Optional[np.ndarray] = None
+    uncertainty: Optional[float] = None
+
+
 def predict_prepared(prepared: PreparedImage, backend, options: InferenceOptions, *, progress: ProgressFn = None,
-                     cancel: CancelFn = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Channel indices (D, H, W) on the input's canonical grid, and the probabilities when asked for."""
+                     cancel: CancelFn = None) -> Prediction:
+    """The network's answer for a prepared volume, flip-averaged when ``options.tta``."""
     info = backend.info
     window = tuple(int(v) for v in (options.window or info.window))
     train_window = window
@@ -210,17 +230,28 @@ def predict_prepared(prepared: PreparedImage, backend, options: InferenceOptions
         # whole in-plane slabs: the networks' norms do not depend on the window size
         window = (window[0], array.shape[1], array.shape[2])
     amp = options.amp if options.amp is not None else True
-    indices, probs = backend.predict_volume(
-        array[None], window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
-        want_probabilities=options.probabilities or prepared.resampled is not None,
-        progress=progress, cancel=cancel, fallback_window=train_window)
+    run = dict(window=window, overlap=float(options.overlap), batch=int(options.batch), amp=amp,
+               cancel=cancel, fallback_window=train_window)
+    flipped = None
+    if options.tta:
+        flipped = tta.average_flips(
+            lambda x, prog: backend.predict_volume(x, want_probabilities=True, progress=prog, **run)[1],
+            array[None], tta.check_flips(options.tta_flips or tta.DEFAULT_FLIPS), info.task, progress)
+        probs = flipped.probabilities
+        indices = postprocess.decide(probs, info.task)
+    else:
+        indices, probs = backend.predict_volume(
+            array[None], want_probabilities=options.probabilities or prepared.resampled is not None,
+            progress=progress, **run)
+    disagreement = None if flipped is None else flipped.disagreement
     if prepared.resampled is not None:
         # back to the input grid as probabilities, then decide (nnU-Net does the same)
         probs = resample_inplane(probs, prepared.frame.shape)
         indices = postprocess.decide(probs, info.task)
-        if not options.probabilities:
-            probs = None
-    return indices, probs
+        if disagreement is not None:
+            disagreement = resample_inplane(disagreement, prepared.frame.shape)
+    return Prediction(indices, probs if options.probabilities else None, disagreement,
+                      None if flipped is None else flipped.uncertainty)
 
 
 def label_values(indices: np.ndarray, info, options: InferenceOptions) -> Tuple[np.ndarray, List[ClassInfo]]:
@@ -262,14 +293,15 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
     timings["preprocess_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    indices, probs = predict_prepared(
+    prediction = predict_prepared(
         prepared, backend, options, cancel=cancel,
         progress=lambda f, m="": report(prep_share + infer_share * float(f), m or "inference"))
+    probs = prediction.probabilities
     timings["inference_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     report(prep_share + infer_share, "post-processing")
-    label, classes = label_values(indices, info, options)
+    label, classes = label_values(prediction.indices, info, options)
     frame = prepared.frame
     label_image = frame.image_from_canonical(label.astype(np.uint8))
     prob_image = None
@@ -277,7 +309,10 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
         moved = np.moveaxis(frame.from_canonical(probs), 0, -1)  # (z, y, x, K)
         prob_image = sitk.GetImageFromArray(np.ascontiguousarray(moved, dtype=np.float32), isVector=True)
         prob_image.CopyInformation(label_image)
+    disagreement = None
+    if prediction.disagreement is not None:
+        disagreement = frame.image_from_canonical(prediction.disagreement.astype(np.float32))
     timings["postprocess_s"] = time.perf_counter() - t2
     report(1.0, "done")
     return SegmentationResult(label=label_image, classes=classes, probabilities=prob_image,
-                              seconds=time.perf_counter() - t0, timings=timings, warnings=list(prepared.warnings))
+                              disagreement=disagreement, uncertainty=prediction.uncertainty, seconds=time.perf_counter() - t0, timings=timings, warnings=list(prepared.warnings))

@@ -71,7 +71,7 @@ class Validator:
         out: Dict[str, Dict[str, Any]] = {}
         for cid in sorted(self.cases):
             prepared, gt = self._prepared(cid)
-            indices, _ = predict_prepared(prepared, backend, self.options)
+            indices = predict_prepared(prepared, backend, self.options).indices
             pred, _ = label_values(indices, self.info, self.options)
             out[cid] = case_metrics(pred, gt, self.info.classes)
             if keep is not None:
