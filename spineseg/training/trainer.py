@@ -191,6 +191,170 @@ class TrainResult:
     overlays: Dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Session:
+    """What one call of :func:`train` works with: the network and its optimiser, the data, the clock and
+    the history so far (from the checkpoint when resumed)."""
+
+    config: TrainConfig
+    dist: Dist
+    device: Any
+    net: Any  # the network itself
+    model: Any  # ``net``, or its DistributedDataParallel wrapper
+    optimizer: Any
+    scheduler: Any
+    loss_fn: Callable
+    dataset: WindowDataset
+    checkpoint: Path
+    started: float  # the budget's clock: set-up counts, data caching (before train) does not
+    start_epoch: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    windows: int = 0
+    elapsed_before: float = 0.0  # seconds spent by earlier calls, from the checkpoint
+    last_report: float = 0.0  # when progress was last reported (at most every 0.5 s, and at each epoch's end)
+
+    @property
+    def budget_s(self) -> Optional[float]:
+        return float(self.config.time_budget_min) * 60.0 if self.config.time_budget_min else None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def out_of_time(self) -> bool:
+        budget = self.budget_s
+        return budget is not None and _out_of_time(self.elapsed(), budget, self.dist, self.device)
+
+
+@dataclass
+class _Epoch:
+    """One epoch's training numbers (summed over ranks)."""
+
+    loss: float
+    windows: int
+    lr: float
+    seconds: float
+    stopped: bool  # the time budget ran out inside the epoch
+
+
+def _setup(config: TrainConfig, train_cases: Dict[str, CachedCase], run: Path, classes: Sequence[ClassInfo],
+           device: str, started: float) -> _Session:
+    """Seeds, device, network (DDP-wrapped under torchrun), optimiser, schedule, loss and windows."""
+    import torch
+
+    from spineseg.networks import build_network
+
+    dist_info = init_distributed(device)
+    dev = resolve_torch_device(device, dist_info.local_rank if dist_info.world > 1 else None)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(int(config.seed))
+    random.seed(int(config.seed))
+    if not train_cases:
+        raise InputError("no training cases")
+    net = build_network(config.model, in_channels=1, out_channels=config.out_channels, **config.hparams).to(dev)
+    model = net
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
+    return _Session(config, dist_info, dev, net, model, optimizer, scheduler, build_loss(config),
+                    WindowDataset(train_cases, config, [c.value for c in classes]),
+                    run / "checkpoints" / "last.pt", started)
+
+
+def _resume(session: _Session) -> None:
+    """Continue from the session's checkpoint: weights, optimiser, schedule, RNG states, history, clock."""
+    ckpt = load_checkpoint(session.checkpoint)
+    old, new = dict(ckpt.get("config") or {}), json.loads(json.dumps(session.config.to_dict()))
+    old.pop("workers", None)
+    new.pop("workers", None)
+    if old != new:
+        raise InputError(f"{session.checkpoint}: checkpoint was written with a different configuration; "
+                         "resume with the same options or start a new run folder")
+    session.net.load_state_dict(ckpt["model"])
+    session.optimizer.load_state_dict(ckpt["optimizer"])
+    session.scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+    session.start_epoch = int(ckpt["epoch"])
+    session.history = list(ckpt["history"])
+    session.windows = int(ckpt.get("windows", 0))
+    session.elapsed_before = float(ckpt.get("seconds", 0.0))
+
+
+def _train_epoch(session: _Session, epoch: int, *, cancel: Optional[Callable[[], bool]],
+                 progress: Optional[Callable[[float, str], None]], record_indices: Optional[List[int]]) -> _Epoch:
+    """One pass over the epoch's windows (this rank's share), stopping between steps when the budget is spent."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    config, dev, optimizer = session.config, session.device, session.optimizer
+    budget_s = session.budget_s
+    t0 = time.monotonic()
+    session.dataset.set_epoch(epoch)
+    sampler = None
+    if session.dist.world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(session.dataset, num_replicas=session.dist.world, rank=session.dist.rank,
+                                     shuffle=False, drop_last=True)
+    loader = DataLoader(session.dataset, batch_size=int(config.batch), sampler=sampler, shuffle=False,
+                        num_workers=int(config.workers), pin_memory=dev.type == "cuda", drop_last=False,
+                        persistent_workers=False)
+    use_amp = dev.type == "cuda" and bool(config.amp)
+    session.model.train()
+    loss_sum, n_windows, steps = 0.0, 0, 0
+    n_steps = max(1, len(loader))
+    stopped = False
+    for x, y, idx in loader:
+        if cancel is not None and cancel():
+            raise Cancelled(f"training cancelled in epoch {epoch + 1}; --resume continues from epoch {epoch + 1}")
+        if budget_s is not None:
+            if steps and session.out_of_time():
+                stopped = True
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = float(config.lr) * budget_lr_factor(config, epoch, session.elapsed() / budget_s)
+        x = x.to(dev, non_blocking=True)
+        y = y.to(dev, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = session.model(x)
+        loss = session.loss_fn(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * x.shape[0]
+        n_windows += int(x.shape[0])
+        steps += 1
+        if record_indices is not None:
+            record_indices.extend(int(i) + epoch * 1_000_000 for i in idx)
+        if progress is not None and (time.monotonic() - session.last_report >= 0.5 or steps == n_steps):
+            session.last_report = time.monotonic()
+            done = (min(1.0, session.elapsed() / budget_s) if budget_s
+                    else (epoch + steps / n_steps) / config.epochs)
+            progress(done, f"epoch {epoch + 1}" + (f", {session.elapsed() / 60:.1f}/{budget_s / 60:g} min"
+                                                   if budget_s else f"/{config.epochs}"))
+    if session.dist.world > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([loss_sum, float(n_windows)], dtype=torch.float64, device=dev)
+        dist.all_reduce(t)
+        loss_sum, n_windows = float(t[0]), int(t[1])
+    lr = float(optimizer.param_groups[0]["lr"])
+    session.scheduler.step()
+    return _Epoch(loss_sum / max(1, n_windows), n_windows, lr, time.monotonic() - t0, stopped)
+
+
+def _save_checkpoint(session: _Session, epoch: int) -> None:
+    """Everything a resumed run needs to continue after ``epoch`` as if it had not stopped (written atomically)."""
+    _atomic_torch_save({
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": session.config.to_dict(),
+        "model": session.net.state_dict(), "optimizer": session.optimizer.state_dict(),
+        "scheduler": session.scheduler.state_dict(), "rng": _rng_state(), "history": session.history,
+        "windows": session.windows, "seconds": session.elapsed()}, session.checkpoint)
+
+
 def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Optional[Validator],
           run_dir: os.PathLike, classes: Sequence[ClassInfo], *, device: str = "auto", resume: bool = False,
           on_epoch: Optional[EpochCallback] = None, cancel: Optional[Callable[[], bool]] = None,
@@ -204,54 +368,14 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
     ``record_indices`` (tests): filled with the plan indices this rank trained on, per epoch
     offset by ``epoch * 1_000_000``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from spineseg.networks import build_network
-
-    started = time.monotonic()  # the budget's clock: set-up counts, data caching (before this call) does not
+    started = time.monotonic()
     run = Path(run_dir)
-    ckpt_path = run / "checkpoints" / "last.pt"
-    dist_info = init_distributed(device)
-    dev = resolve_torch_device(device, dist_info.local_rank if dist_info.world > 1 else None)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(int(config.seed))
-    random.seed(int(config.seed))
-    if not train_cases:
-        raise InputError("no training cases")
-
-    net = build_network(config.model, in_channels=1, out_channels=config.out_channels, **config.hparams).to(dev)
-    model = net
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    optimizer = build_optimizer(config, model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
-    loss_fn = build_loss(config)
-
-    start_epoch, history = 0, []  # type: int, List[Dict[str, Any]]
-    total_windows, elapsed_before = 0, 0.0
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        old, new = dict(ckpt.get("config") or {}), json.loads(json.dumps(config.to_dict()))
-        old.pop("workers", None)
-        new.pop("workers", None)
-        if old != new:
-            raise InputError(f"{ckpt_path}: checkpoint was written with a different configuration; "
-                             "resume with the same options or start a new run folder")
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        start_epoch = int(ckpt["epoch"])
-        history = list(ckpt["history"])
-        total_windows = int(ckpt.get("windows", 0))
-        elapsed_before = float(ckpt.get("seconds", 0.0))
-
+    session = _setup(config, train_cases, run, classes, device, started)
+    if resume and session.checkpoint.is_file():
+        _resume(session)
+    session.last_report = time.monotonic()
     writer = None
-    if tensorboard and dist_info.main:
+    if tensorboard and session.dist.main:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -259,117 +383,53 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
         except Exception:  # noqa: BLE001 - tensorboard is optional
             writer = None
 
-    dataset = WindowDataset(train_cases, config, [c.value for c in classes])
     last_val: Dict[str, Dict[str, Any]] = {}
     last_overlays: Dict[str, Any] = {}
-    use_amp = dev.type == "cuda" and bool(config.amp)
-    last_report = time.monotonic()
-    budget_s = float(config.time_budget_min) * 60.0 if config.time_budget_min else None
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - started
-
-    def fraction_done(epoch_part: float) -> float:
-        return min(1.0, elapsed() / budget_s) if budget_s else epoch_part / config.epochs
-
     validated_at = None  # the epoch after which last_val was measured, in this call
-    for epoch in range(start_epoch, int(config.epochs)):
-        if budget_s is not None and history and _out_of_time(elapsed(), budget_s, dist_info, dev):
+    budget_s = session.budget_s
+    for epoch in range(session.start_epoch, int(config.epochs)):
+        if session.history and session.out_of_time():
             break  # (a fresh run trains at least one step, however short its budget)
         t0 = time.monotonic()
-        dataset.set_epoch(epoch)
-        sampler = None
-        if dist_info.world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
-                                         shuffle=False, drop_last=True)
-        loader = DataLoader(dataset, batch_size=int(config.batch), sampler=sampler, shuffle=False,
-                            num_workers=int(config.workers), pin_memory=dev.type == "cuda", drop_last=False,
-                            persistent_workers=False)
-        model.train()
-        loss_sum, n_windows, steps = 0.0, 0, 0
-        n_steps = max(1, len(loader))
-        stopped = False
-        for x, y, idx in loader:
-            if cancel is not None and cancel():
-                raise Cancelled(f"training cancelled in epoch {epoch + 1}; --resume continues from epoch {epoch + 1}")
-            if budget_s is not None:
-                if steps and _out_of_time(elapsed(), budget_s, dist_info, dev):
-                    stopped = True
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = float(config.lr) * budget_lr_factor(config, epoch, elapsed() / budget_s)
-            x = x.to(dev, non_blocking=True)
-            y = y.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * x.shape[0]
-            n_windows += int(x.shape[0])
-            steps += 1
-            if record_indices is not None:
-                record_indices.extend(int(i) + epoch * 1_000_000 for i in idx)
-            if progress is not None and (time.monotonic() - last_report >= 0.5 or steps == n_steps):
-                last_report = time.monotonic()
-                progress(fraction_done(epoch + steps / n_steps),
-                         f"epoch {epoch + 1}" + (f", {elapsed() / 60:.1f}/{budget_s / 60:g} min" if budget_s
-                                                 else f"/{config.epochs}"))
-        if dist_info.world > 1:
-            import torch.distributed as dist
-
-            t = torch.tensor([loss_sum, float(n_windows)], dtype=torch.float64, device=dev)
-            dist.all_reduce(t)
-            loss_sum, n_windows = float(t[0]), int(t[1])
-        lr = float(optimizer.param_groups[0]["lr"])
-        scheduler.step()
-        train_s = time.monotonic() - t0
+        done = _train_epoch(session, epoch, cancel=cancel, progress=progress, record_indices=record_indices)
         val_dsc = None
-        last_epoch = stopped or epoch + 1 == config.epochs
-        if dist_info.main and validator and ((epoch + 1) % config.val_every == 0 or last_epoch):
+        if session.dist.main and validator and ((epoch + 1) % config.val_every == 0 or done.stopped
+                                                or epoch + 1 == config.epochs):
             last_overlays = {}
-            last_val = validator(net, dev, keep=last_overlays)
+            last_val = validator(session.net, session.device, keep=last_overlays)
             validated_at = epoch + 1
-            pooled = _pool(last_val, classes)
-            val_dsc = float(pooled["mean_dsc"])
+            val_dsc = float(_pool(last_val, classes)["mean_dsc"])
             val_dsc = val_dsc if val_dsc == val_dsc else None  # NaN: nothing to score (no structure anywhere)
-        total_windows += n_windows
-        seconds = time.monotonic() - t0
-        done_epochs = epoch + 1 - start_epoch
-        if stopped:
+        session.windows += done.windows
+        if done.stopped:
             eta = 0.0
         elif budget_s:
-            eta = max(0.0, budget_s - elapsed())
+            eta = max(0.0, budget_s - session.elapsed())
         else:
-            eta = (time.monotonic() - started) / done_epochs * (config.epochs - epoch - 1)
-        record = {"epoch": epoch + 1, "epochs": int(config.epochs), "loss": loss_sum / max(1, n_windows),
-                  "val_dsc": val_dsc, "lr": lr, "windows": n_windows,
-                  "windows_per_s": n_windows / max(train_s, 1e-9), "seconds": seconds, "eta_s": eta}
-        history.append(record)
-        if dist_info.main:
-            _atomic_torch_save({
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "config": config.to_dict(),
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "history": history, "windows": total_windows,
-                "seconds": elapsed()}, ckpt_path)
+            eta = (time.monotonic() - started) / (epoch + 1 - session.start_epoch) * (config.epochs - epoch - 1)
+        record = {"epoch": epoch + 1, "epochs": int(config.epochs), "loss": done.loss, "val_dsc": val_dsc,
+                  "lr": done.lr, "windows": done.windows, "windows_per_s": done.windows / max(done.seconds, 1e-9),
+                  "seconds": time.monotonic() - t0, "eta_s": eta}
+        session.history.append(record)
+        if session.dist.main:
+            _save_checkpoint(session, epoch + 1)
             if writer is not None:
                 for key in ("loss", "val_dsc", "lr", "windows_per_s"):
                     if record[key] is not None:
                         writer.add_scalar(key, record[key], epoch + 1)
             if on_epoch is not None:
                 on_epoch(record)
-        dist_info.barrier()
-        if stopped:
+        session.dist.barrier()
+        if done.stopped:
             break
     if writer is not None:
         writer.close()
     # the validation of this call is returned only if it measured the final weights
+    history = session.history
     final = validated_at is not None and validated_at == (history[-1]["epoch"] if history else 0)
-    return TrainResult(net, history, val_cases=last_val if final else {}, seconds=elapsed(),
-                       windows=total_windows, checkpoint=ckpt_path, overlays=last_overlays if final else {})
+    return TrainResult(session.net, history, val_cases=last_val if final else {}, seconds=session.elapsed(),
+                       windows=session.windows, checkpoint=session.checkpoint,
+                       overlays=last_overlays if final else {})
 
 
 def _out_of_time(elapsed_s: float, budget_s: float, dist_info: Dist, dev) -> bool:
