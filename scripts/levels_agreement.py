@@ -2,7 +2,7 @@
 """Per-level read-out on SPIDER: instance counts against the ground truth's components, disc matching.
 
     python scripts/levels_agreement.py ../shared/data/spider-t2space [--model Resources/Models/spineseg-default]
-        [--cases 005 018 ...] [--thick-mm 4.4] [--backend onnx]
+        [--cases 005 018 ...] [--conditions thick thin] [--thick-mm 4.4] [--backend onnx] [--cache DIR]
 
 The shared SPIDER labels have three classes and no level names, so the ground truth
 of an instance count is the connected components of the label map: discs (the disc
@@ -91,6 +91,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cases", nargs="+", help="case ids (default: all)")
     p.add_argument("--thick-mm", type=float, default=4.4)
     p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    p.add_argument("--conditions", nargs="+", choices=("thin", "thick"), default=["thin", "thick"],
+                   help="which slice conditions, in this order (default thin thick)")
+    p.add_argument("--cache", type=Path, help="folder to keep the segmentations in and reuse them from")
     args = p.parse_args(argv)
     from spineseg.inference import InferenceOptions, load, segment_image
     from spineseg.modelfile import read_header
@@ -109,13 +112,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for case in cases:
         image, label, _ = read_case(case, [1, 2, 3])
         k = max(1, int(round(args.thick_mm / CanonicalFrame.of(image, warn=False).canonical_spacing[0])))
-        conditions = {"thin": (image, label), "thick": thick_slice_images(image, label, k)}
-        for cond, (img, lab) in conditions.items():
+        for cond in args.conditions:
+            img, lab = (image, label) if cond == "thin" else thick_slice_images(image, label, k)
             gt = gt_components(lab)
             on_gt = read_levels(lab)
             gt_levels = on_gt.canonical_labels
-            res = segment_image(img, net, options=options)
-            pred = read_levels(res.label)
+            cached = args.cache / f"{case.id}_{cond}_seg.nii.gz" if args.cache else None
+            if cached is not None and cached.is_file():
+                seg = sitk.ReadImage(str(cached))
+            else:
+                seg = segment_image(img, net, options=options).label
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    sitk.WriteImage(seg, str(cached))
+            pred = read_levels(seg)
             m = match_discs(gt, pred.canonical_labels)
             ref = match_discs(gt, gt_levels)
             same = sum(1 for g, vs in m["owners"].items()

@@ -7,7 +7,7 @@ The anchor, in order of preference:
 
 1. **the sacrum**: the most caudal vertebral instance, with no disc below it, that is
    shaped unlike a lumbar body: fused segments (pieces with no disc between them), or
-   much taller along the curve than the bodies above;
+   much taller along the curve than the body above;
 2. **the L5-S1 disc**: a disc below the most caudal body with no body below it, and room
    in the field of view below it (where the sacrum is, unlabelled: models trained on
    labels without the sacrum do this);
@@ -26,7 +26,7 @@ from spineseg.levels.convention import SACRUM, disc_name, name_above, names_upwa
 
 #: bodies closer than this (mm) along the curve with no disc between them are fused segments
 FUSED_GAP_MM = 3.5
-#: a caudal instance this much taller than the median body is sacrum-shaped
+#: a caudal instance this much taller than the body above it is sacrum-shaped
 SACRUM_HEIGHT_RATIO = 1.4
 #: a body this much taller than the median may be two bodies joined (a missed disc)
 MERGED_RATIO = 1.6
@@ -98,8 +98,9 @@ def name_levels(bodies: List[Segment], discs: List[float], *, room_below_mm: flo
     median = float(np.median(heights[:-1])) if len(heights) > 1 else float(heights[0])
 
     bottom_lo, bottom_hi, bottom_s = ext[-1]
-    below = [int(j) for j in np.where(disc_s > bottom_hi - 0.25 * (bottom_hi - bottom_lo))[0]]
-    sacrum_shaped = len(groups[-1]) >= 2 or (len(heights) > 1 and heights[-1] >= SACRUM_HEIGHT_RATIO * median)
+    below = [int(j) for j in np.where(disc_s > bottom_s)[0]]  # disc tissue below the lowest body's centre
+    # taller than the body above it (not the median: bodies in view higher up are thoracic and smaller)
+    sacrum_shaped = len(groups[-1]) >= 2 or (len(heights) > 1 and heights[-1] >= SACRUM_HEIGHT_RATIO * heights[-2])
 
     if sacrum_shaped and not below:
         anchor, lowest_name = ANCHOR_SACRUM, SACRUM
