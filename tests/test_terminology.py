@@ -105,4 +105,8 @@ def test_shipped_terminology_context_matches_the_codes():
     (category,) = data["SegmentationCodes"]["Category"]
     assert (category["CodingSchemeDesignator"], category["CodeValue"], category["CodeMeaning"]) == ANATOMICAL_STRUCTURE
     types = {(t["CodingSchemeDesignator"], t["CodeValue"], t["CodeMeaning"]) for t in category["Type"]}
-    assert types == {(c.scheme, c.value, c.meaning) for c in TYPE_CODES.values()}
+    from spineseg.levels.segments import SACRUM_CODE, VERTEBRA_CODES  # the per-level read-out's segments
+
+    levels = {("SCT", code, f"{name} vertebra") for name, code in VERTEBRA_CODES.items()} | {
+        (SACRUM_CODE.scheme, SACRUM_CODE.value, SACRUM_CODE.meaning)}
+    assert types == {(c.scheme, c.value, c.meaning) for c in TYPE_CODES.values()} | levels

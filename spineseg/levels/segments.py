@@ -4,7 +4,9 @@ Codes (SNOMED CT, category 123037004 "Anatomical Structure"): the vertebra codes
 ones the TotalSegmentator Slicer extension's terminology context uses (C1..C7, T1..T12,
 L1..L5 vertebra, sacrum 54735007; Slicer's own DICOM master list has only "Vertebra" and
 "Sacrum"); discs share 360499006 "Intervertebral disc" and the canal 61853006 "Spinal
-canal" (as :mod:`spineseg.terminology`), the level being in the segment name.
+canal" (as :mod:`spineseg.terminology`), the level being in the segment name. Every code
+is also in SpineSeg's terminology context (SpineSegUNet/Resources/Terminology, checked by
+tests/test_terminology.py), so each segment resolves to an entry in Slicer.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Real Slicer (slicer-core's vtkMRMLSegmentationStorageNode) reads the read-out's .seg.nrrd back with its names.
 
-Skips unless slicer-core is installed (the slicer-core tier, Testing/run.sh, puts it on the path).
+Part of the slicer-core tier (Testing/run.sh), which puts slicer-core on the path.
 """
 from __future__ import annotations
 
