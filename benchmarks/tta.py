@@ -2,7 +2,9 @@
 
 Each round runs the CLI (a fresh process: start, read, N4, inference, write) once without
 and once with ``--tta``, alternating, on the same input and model, so both see the same
-machine load; the table gives the median seconds and the median of the per-round ratios.
+machine load. The table gives the CPU seconds of each process (user + system, all its
+threads: what the run costs, and far less sensitive to other load on a shared machine than
+the wall clock), the wall seconds, and the medians of the per-round ratios.
 
     .venv/bin/python benchmarks/tta.py [--image FILE ...] [--rounds 3] [--backend torch onnx]
 
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -27,16 +29,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_segment(image: Path, out: Path, model: Path, backend: str, tta: bool) -> float:
+def run_segment(image: Path, out: Path, model: Path, backend: str, tta: bool) -> Tuple[float, float]:
+    """(CPU seconds, wall seconds) of one ``spineseg segment`` process."""
     cmd = [sys.executable, "-m", "spineseg", "segment", str(image), "-o", str(out), "--model", str(model),
            "--device", "cpu", "--backend", backend, "--overwrite", "--tta" if tta else "--no-tta"]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise SystemExit(f"segment failed (exit {proc.returncode}): {tail}")
-    return seconds
+    with tempfile.TemporaryFile() as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own resource usage
+        seconds = time.perf_counter() - t
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read().decode(errors="replace")
+    if code != 0:
+        tail = (err.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"segment failed (exit {code}): {tail}")
+    return usage.ru_utime + usage.ru_stime, seconds
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -69,18 +77,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for r in range(args.rounds):
                     plain.append(run_segment(image, tmp / "plain.nii.gz", Path(model), backend, False))
                     flipped.append(run_segment(image, tmp / "tta.nii.gz", Path(model), backend, True))
-                    print(f"  {image.name} {backend} round {r + 1}: {plain[-1]:.1f} s, --tta {flipped[-1]:.1f} s",
-                          file=sys.stderr, flush=True)
-                ratio = float(np.median(np.divide(flipped, plain)))
-                rows.append((image.name, backend, f"{np.median(plain):.1f}", f"{np.median(flipped):.1f}",
-                             f"{ratio:.2f}"))
+                    print(f"  {image.name} {backend} round {r + 1}: CPU/wall {plain[-1][0]:.1f}/{plain[-1][1]:.1f} s, "
+                          f"--tta {flipped[-1][0]:.1f}/{flipped[-1][1]:.1f} s", file=sys.stderr, flush=True)
+                a, b = np.array(plain), np.array(flipped)
+                rows.append((image.name, backend, f"{np.median(a[:, 0]):.1f}", f"{np.median(b[:, 0]):.1f}",
+                             f"{np.median(b[:, 0] / a[:, 0]):.2f}", f"{np.median(a[:, 1]):.1f}",
+                             f"{np.median(b[:, 1]):.1f}", f"{np.median(b[:, 1] / a[:, 1]):.2f}"))
     import torch
 
     print(f"\nspineseg segment on the CPU, {args.rounds} alternating rounds; model {model}; host "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"threads {torch.get_num_threads()}\n")
-    print("| input | backend | --no-tta s (median) | --tta s (median) | ratio (median of rounds) |")
-    print("|---|---|---|---|---|")
+    print("| input | backend | CPU s | CPU s --tta | CPU ratio | wall s | wall s --tta | wall ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     return 0

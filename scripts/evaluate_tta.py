@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Flip test-time augmentation on held-out cases: DSC with and without it, and how its uncertainty ranks cases.
+"""Flip test-time augmentation and the review flag on held-out cases: DSC with and without TTA, how its uncertainty ranks cases, which cases are flagged.
 
 The cases, the thick-slice simulation and the scoring are those of ``scripts/evaluate_model.py``
 (the model's own validation cases, thin as stored and slices averaged to ~4.4 mm). Every case
@@ -11,9 +11,12 @@ exactly what ``spineseg segment`` gives with it.
     python scripts/evaluate_tta.py Resources/Models/spineseg-default ../shared/data/spider-t2space \\
         -o runs/eval-tta
 
+For the default flip set each case also gets the per-level read-out and its review block
+(:func:`spineseg.levels.review.review_case`), as ``spineseg segment --levels`` computes them.
 Prints two tables: mean foreground DSC per flip set and condition, and, for the default flip
-set, each case's uncertainty next to 1 - DSC with Spearman's rank correlation. Writes
-``tta.json`` with every number.
+set, each case's 1 - DSC, uncertainty and review flag with Spearman's rank correlation of the
+uncertainty against 1 - DSC. ``tta.json`` holds every number and is rewritten after each case,
+so an interrupted run keeps what it finished (the tables say how many cases they cover).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +44,9 @@ FLIP_SETS: Dict[str, Tuple[Tuple[int, ...], ...]] = {
     "left-right": tta.DEFAULT_FLIPS,
     "left-right + in-plane": ((), (0,), (1,), (2,)),
 }
+#: the flip set whose uncertainty feeds the review flag (what ``segment --tta`` runs)
+REVIEWED = "left-right"
+CONDITIONS = ("thin", "thick")
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -79,10 +85,13 @@ class PassCache:
         return indices, (probs if want_probabilities else None)
 
 
-def evaluate(model: Path, data: Path, *, cases: Optional[Sequence[str]], thick_mm: float,
-             backend: str) -> Dict[str, Any]:
+def evaluate(model: Path, data: Path, *, cases: Optional[Sequence[str]], thick_mm: float, backend: str,
+             flip_sets: Sequence[str] = tuple(FLIP_SETS), conditions: Sequence[str] = CONDITIONS,
+             save: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     from spineseg.inference import InferenceOptions, load
     from spineseg.inference.engine import label_values, predict_prepared, prepare_image
+    from spineseg.levels import read_levels_canonical
+    from spineseg.levels.review import review_case
     from spineseg.metrics import case_metrics
     from spineseg.modelfile import read_header
     from spineseg.training.data import find_cases, read_case
@@ -98,55 +107,70 @@ def evaluate(model: Path, data: Path, *, cases: Optional[Sequence[str]], thick_m
         raise InputError(f"{data}: cases {', '.join(missing)} not found; check --cases or the data folder")
     net = load(model, InferenceOptions(device="cpu", backend=backend))
     rows: List[Dict[str, Any]] = []
+    result = {"model": str(model), "data": str(data), "cases": wanted, "thick_mm": thick_mm, "backend": backend,
+              "flip_sets": {k: [list(f) for f in FLIP_SETS[k]] for k in flip_sets},
+              "conditions": list(conditions), "rows": rows}
     for cid in wanted:
         image, label, _ = read_case(available[cid], [c.value for c in classes])
-        thick_img, thick_lab, _ = thick_version(image, label, thick_mm)
-        for cond, (img, lab) in (("thin", (image, label)), ("thick", (thick_img, thick_lab))):
+        versions = {"thin": (image, label)}
+        if "thick" in conditions:
+            versions["thick"] = thick_version(image, label, thick_mm)[:2]
+        for cond in conditions:
+            img, lab = versions[cond]
             cache = PassCache(net)
             gt = canonical(lab)
             prepared = prepare_image(img, net.info, InferenceOptions(device="cpu", backend=backend))
-            for name, flips in FLIP_SETS.items():
+            for name in flip_sets:
+                flips = FLIP_SETS[name]
                 t0 = time.perf_counter()
                 options = InferenceOptions(device="cpu", backend=backend, tta=len(flips) > 1,
                                            tta_flips=flips if len(flips) > 1 else None)
                 pred = predict_prepared(prepared, cache, options)
                 labels, _ = label_values(pred.indices, net.info, options)
                 dsc = case_metrics(labels, gt, classes)["mean_dsc"]
-                rows.append({"case": cid, "condition": cond, "flips": name, "passes": len(flips),
-                             "mean_dsc": dsc, "uncertainty": pred.uncertainty})
+                row = {"case": cid, "condition": cond, "flips": name, "passes": len(flips),
+                       "mean_dsc": dsc, "uncertainty": pred.uncertainty}
+                if name == REVIEWED:
+                    levels = read_levels_canonical(labels, prepared.frame)
+                    verdict = review_case(levels, prepared.frame.image_from_canonical(labels), pred.uncertainty)
+                    row["review"] = verdict.to_dict()
+                rows.append(row)
                 print(f"{cid} {cond} {name}: mean DSC {dsc:.4f}"
                       + ("" if pred.uncertainty is None else f", uncertainty {pred.uncertainty:.4f}")
                       + f" ({time.perf_counter() - t0:.1f} s, {cache.computed} passes so far)",
                       file=sys.stderr, flush=True)
-    return {"model": str(model), "data": str(data), "cases": wanted, "thick_mm": thick_mm, "backend": backend,
-            "flip_sets": {k: [list(f) for f in v] for k, v in FLIP_SETS.items()}, "rows": rows}
+            if save is not None:
+                save(result)
+    return result
 
 
 def dsc_table(result: Dict[str, Any]) -> str:
-    lines = ["| flips | passes | thin mean fg DSC | thick mean fg DSC |", "|---|---|---|---|"]
-    for name, flips in FLIP_SETS.items():
-        cells = [name, str(len(flips))]
-        for cond in ("thin", "thick"):
+    """Mean foreground DSC per flip set and condition, over the cases done in both."""
+    conds = result["conditions"]
+    lines = ["| flips | passes | " + " | ".join(f"{c} mean fg DSC (cases)" for c in conds) + " |",
+             "|---|---|" + "---|" * len(conds)]
+    for name in result["flip_sets"]:
+        cells = [name, str(len(result["flip_sets"][name]))]
+        for cond in conds:
             values = [r["mean_dsc"] for r in result["rows"] if r["flips"] == name and r["condition"] == cond]
-            cells.append(f"{np.mean(values):.4f}")
+            cells.append(f"{np.mean(values):.4f} ({len(values)})" if values else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def uncertainty_table(result: Dict[str, Any], flips: str = "left-right") -> str:
-    lines = [f"| case | thin 1 - DSC | thin uncertainty | thick 1 - DSC | thick uncertainty |", "|---|---|---|---|---|"]
-    by = {(r["case"], r["condition"]): r for r in result["rows"] if r["flips"] == flips}
-    for cid in result["cases"]:
-        cells = [cid]
-        for cond in ("thin", "thick"):
-            r = by[(cid, cond)]
-            cells += [f"{1.0 - r['mean_dsc']:.4f}", f"{r['uncertainty']:.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    cells = ["Spearman rho"]
-    for cond in ("thin", "thick"):
-        rs = [by[(cid, cond)] for cid in result["cases"]]
-        cells += ["", f"{spearman([r['uncertainty'] for r in rs], [1.0 - r['mean_dsc'] for r in rs]):.2f}"]
-    lines.append("| " + " | ".join(cells) + " |")
+def review_table(result: Dict[str, Any]) -> str:
+    """Per case and condition: 1 - DSC, uncertainty, flag and reasons; Spearman per condition."""
+    lines = ["| case | slices | 1 - DSC | uncertainty | flagged | reasons |", "|---|---|---|---|---|---|"]
+    rows = [r for r in result["rows"] if r["flips"] == REVIEWED]
+    for r in rows:
+        review = r["review"]
+        lines.append(f"| {r['case']} | {r['condition']} | {1.0 - r['mean_dsc']:.3f} | {r['uncertainty']:.3f} | "
+                     f"{'yes' if review['flag'] else 'no'} | {'; '.join(review['reasons']) or '-'} |")
+    for cond in result["conditions"]:
+        rs = [r for r in rows if r["condition"] == cond]
+        rho = spearman([r["uncertainty"] for r in rs], [1.0 - r["mean_dsc"] for r in rs])
+        flagged = sum(1 for r in rs if r["review"]["flag"])
+        lines.append(f"| Spearman rho ({cond}, {len(rs)} cases) | | | {rho:.2f} | {flagged} of {len(rs)} | |")
     return "\n".join(lines)
 
 
@@ -158,24 +182,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cases", nargs="+", help="case ids (default: the model's validation cases)")
     p.add_argument("--thick-mm", type=float, default=4.4, help="simulated slice thickness (default 4.4)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--flip-sets", nargs="+", choices=tuple(FLIP_SETS), default=list(FLIP_SETS),
+                   help=f"flip sets to compare (default all; {REVIEWED!r} is the one reviewed)")
+    p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS),
+                   help="thin (as stored) and/or thick (slices averaged); default both")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier tta.json in OUTPUT")
     args = p.parse_args(argv)
     target = args.output / "tta.json"
+    if REVIEWED not in args.flip_sets:
+        args.flip_sets.append(REVIEWED)
+    from spineseg.io import write_bytes_atomic
+
+    def save(result: Dict[str, Any]) -> None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic((json.dumps(result, indent=1) + "\n").encode(), target, overwrite=True)
+
     try:
         if target.exists() and not args.overwrite:
             raise InputError(f"{target}: already exists; pass --overwrite or choose another folder")
-        result = evaluate(args.model, args.data, cases=args.cases, thick_mm=args.thick_mm, backend=args.backend)
+        result = evaluate(args.model, args.data, cases=args.cases, thick_mm=args.thick_mm, backend=args.backend,
+                          flip_sets=args.flip_sets, conditions=args.conditions, save=save)
     except InputError as exc:
         print(f"evaluate_tta: error: {exc}", file=sys.stderr)
         return 2
-    from spineseg.io import write_bytes_atomic
-
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic((json.dumps(result, indent=1) + "\n").encode(), target, overwrite=args.overwrite)
-    print(dsc_table(result))
-    print()
-    print(uncertainty_table(result))
+    print(tables(result))
     return 0
+
+
+def tables(result: Dict[str, Any]) -> str:
+    return dsc_table(result) + "\n\n" + review_table(result)
 
 
 if __name__ == "__main__":

@@ -256,8 +256,10 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         if level_paths is not None:
             from spineseg.levels import read_levels
             from spineseg.levels.outputs import write_level_outputs
+            from spineseg.levels.review import review_case
 
             levels = read_levels(result.label)
+            levels.review = review_case(levels, result.label, result.uncertainty)
             write_level_outputs(levels, result.label, level_paths, overwrite=args.overwrite, written=written)
         if overlay_path is not None:
             _write_overlay(image, result, overlay_path, title=src.name, overwrite=args.overwrite, levels=levels)
@@ -274,7 +276,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
             entry["overlay"] = str(overlay_path)
         if levels is not None:
             entry["levels"] = {"files": [str(p) for p in level_paths.all()], "levels_reliable": levels.levels_reliable,
-                               "levels_reasons": levels.levels_reasons}
+                               "levels_reasons": levels.levels_reasons, "review": levels.review.to_dict()}
         if result.uncertainty is not None:
             entry["uncertainty"] = round(result.uncertainty, 5)
         if result.warnings:
