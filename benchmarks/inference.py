@@ -9,6 +9,17 @@ NumPy stitcher alone (a 1x1x1 conv as network: which blends faster where);
 they say "no CUDA device".
 
     .venv/bin/python benchmarks/inference.py [--model DIR] [--quick] [--threads N]
+    .venv/bin/python benchmarks/inference.py --budget [--widths 8 16 24] [--inplane 0.6 0.9 1.2]
+    .venv/bin/python benchmarks/inference.py --nnunet [--model DIR] [--nnunet-tiles K]
+
+``--budget``: the CPU speed budget of a model to ship: ``spineseg segment --backend onnx`` end to
+end (process start, read, N4, in-plane resampling, inference, write) of the volume, for ``hybrid``
+at each width and in-plane spacing (random weights), with the Slicer module's default sliding
+window and with ``--tile``, against ``--limit`` seconds.
+
+``--nnunet``: nnU-Net v2's own ``nnUNetPredictor`` (a ``3d_fullres`` plan that nnU-Net makes
+for the volume's geometry, default mirroring, random weights; :mod:`nnunet_peer`) beside
+``spineseg segment`` on the same volume, and their ratio. Needs the ``bench`` extra.
 
 Without ``--model`` it uses the bundled default model, or, while there is none,
 the default architecture (hybrid, default width, 4 outputs) with random weights:
@@ -31,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None,
@@ -109,8 +121,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--sample", type=int, default=0, metavar="K",
                         help="CPU window rows: time K windows and scale to the whole volume (rows say so); 0: all")
     parser.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: all cores)")
+    parser.add_argument("--budget", action="store_true", help="only the speed-budget table (see above)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 24], help="--budget: hybrid widths")
+    parser.add_argument("--inplane", type=float, nargs="+", default=[0.6, 0.9, 1.2],
+                        help="--budget: in-plane spacings (mm) the models run at")
+    parser.add_argument("--limit", type=float, default=15.0, help="--budget: seconds allowed end to end")
+    parser.add_argument("--nnunet", action="store_true", help="only the nnU-Net predictor comparison (see above)")
+    parser.add_argument("--nnunet-tiles", type=int, default=0, metavar="K",
+                        help="--nnunet: time K of nnU-Net's tiles and scale to all of them (the row says so); 0: all")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.budget:
+        return budget_table(args)
+    if args.nnunet:
+        return nnunet_table(args)
 
     import torch
 
@@ -248,6 +272,133 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    return 0
+
+
+def _host(threads: Optional[int]) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+            f"{load:.1f} at the start, {threads or 'all'} threads")
+
+
+def budget_table(args) -> int:
+    """End-to-end ONNX segmentation time for each (width, in-plane spacing): which model fits the CPU budget."""
+    from spineseg import modelfile
+    from spineseg.export import export_onnx
+    from spineseg.networks import build_network
+    from spineseg.preprocessing import PreprocessingConfig
+
+    size_text = "x".join(str(v) for v in args.size)
+    rows = []
+    print(f"speed budget, {size_text} phantom; {_host(args.threads)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        image_path = tmp / f"phantom_{size_text}.nii.gz"
+        phantom_image(image_path, args.size)
+        env = _thread_env(args.threads)
+        for width in args.widths:
+            for mm in args.inplane:
+                header = modelfile.ModelHeader.create(f"budget-w{width}-{mm:g}", "hybrid", hparams={"width": width},
+                                                      spacing=[4.4, float(mm), float(mm)],
+                                                      preprocessing=PreprocessingConfig().to_dict())
+                net = build_network("hybrid", out_channels=header.out_channels, width=width)
+                params = sum(p.numel() for p in net.parameters()) / 1e6
+                folder = modelfile.save_model(tmp / f"w{width}-{mm:g}", net, header)
+                export_onnx(folder)
+                cells = []
+                for extra in ([], ["--tile"]):
+                    wall, cpu = _cli_seconds(image_path, folder, tmp, extra, env)
+                    cells.append((wall, cpu))
+                    print(f"  width {width}, {mm:g} mm, {' '.join(extra) or 'windows'}: {wall:.1f} s wall, "
+                          f"{cpu:.1f} s CPU", file=sys.stderr, flush=True)
+                rows.append((width, mm, params, cells[0], cells[1]))
+    print(f"\nCPU speed budget: `spineseg segment --backend onnx` end to end (start, read, N4, resample, infer, "
+          f"write), {size_text} phantom at 0.345x0.345x4.4 mm, hybrid with random weights; {_host(args.threads)}; "
+          f"one run each; limit {args.limit:g} s, judged on the CPU seconds (user + system of all threads: an "
+          f"upper bound of the wall time on a quiet machine)\n")
+    print("| width | in-plane mm | parameters (M) | sliding window (Slicer default): wall / CPU s | "
+          "--tile: wall / CPU s | within limit |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for width, mm, params, win, tile in rows:
+        ok = "yes" if win[1] <= args.limit else ("with --tile" if tile[1] <= args.limit else "no")
+        print(f"| {width} | {mm:g} | {params:.2f} | {win[0]:.1f} / {win[1]:.1f} | {tile[0]:.1f} / {tile[1]:.1f} | "
+              f"{ok} |")
+    return 0
+
+
+def _thread_env(threads: Optional[int]) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _cli_seconds(image_path: Path, model_dir: Path, tmp: Path, extra: List[str], env: dict,
+                 backend: str = "onnx") -> Tuple[float, float]:
+    """(wall, CPU) seconds of one `spineseg segment` process (N4 as the model says); exits if it fails.
+
+    The CPU seconds (user + system, all threads) bound the wall time on a quiet machine from above
+    for the same work, so a row measured on a busy machine can still be judged against the limit.
+    """
+    import resource
+
+    out = tmp / "budget_seg.nii.gz"
+    cmd = [sys.executable, "-m", "spineseg", "segment", str(image_path), "-o", str(out), "--model", str(model_dir),
+           "--device", "cpu", "--backend", backend, "--overwrite", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"spineseg segment failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def nnunet_table(args) -> int:
+    """nnU-Net v2's predictor and `spineseg segment` on the same volume, side by side, with the ratio."""
+    try:
+        import nnunet_peer  # noqa: F401 - needs nnunetv2 (the bench extra)
+        import nnunetv2  # noqa: F401
+    except ImportError:
+        print("benchmarks/inference.py --nnunet: nnunetv2 is not installed; pip install -e \".[bench]\" "
+              "torch==2.13.0", file=sys.stderr)
+        return 2
+    import SimpleITK as sitk
+
+    from spineseg.phantom import make_phantom
+
+    size_text = "x".join(str(v) for v in args.size)
+    threads = args.threads or os.cpu_count() or 1
+    print(f"nnU-Net peer, {size_text} phantom; {_host(threads)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        model_dir, model_desc = make_model_dir(tmp, args.model or "bundled")
+        onnx_dir = _onnx_model(model_dir, tmp)
+        images, labels = [], []
+        for seed in (0, 1):  # nnU-Net plans from a data set: two phantoms of this geometry
+            ph = make_phantom(size=tuple(args.size), spacing=(0.345, 0.345, 4.4), seed=seed)
+            images.append(tmp / f"ph{seed}_image.nii.gz")
+            labels.append(tmp / f"ph{seed}_label.nii.gz")
+            sitk.WriteImage(ph.image, str(images[-1]), True)
+            sitk.WriteImage(ph.label, str(labels[-1]), True)
+        ours, ours_cpu = _cli_seconds(images[0], onnx_dir, tmp, [], _thread_env(args.threads))
+        print(f"  spineseg segment: {ours:.1f} s ({ours_cpu:.1f} s CPU)", file=sys.stderr, flush=True)
+        plans = nnunet_peer.plan_3d_fullres(tmp / "nnunet", images, labels)
+        theirs, info = nnunet_peer.time_predictor(plans, images[0], threads, tiles=args.nnunet_tiles)
+    how = (f"extrapolated: {info['timed_tiles']} of {info['tiles']} tiles timed" if info["timed_tiles"] < info["tiles"]
+           else f"all {info['tiles']} tiles")
+    print(f"\nnnU-Net v2's predictor beside SpineSeg, {size_text} phantom at 0.345x0.345x4.4 mm, CPU; {_host(threads)}\n")
+    print("| predictor | model | settings | s per volume |")
+    print("|---|---|---|---:|")
+    print(f"| `spineseg segment --backend onnx` (start, read, N4, resample, infer, write) | {model_desc} | "
+          f"Gaussian sliding window, overlap 0.5 | {ours:.1f} |")
+    print(f"| nnU-Net v2 `nnUNetPredictor` (read, preprocess, predict, resample back) | 3d_fullres plan "
+          f"(PlainConvUNet, {info['parameters_m']:.1f} M parameters, random weights) | patch "
+          f"{'x'.join(map(str, info['patch']))} at {'x'.join(f'{v:g}' for v in info['spacing'])} mm, step 0.5, "
+          f"Gaussian, mirroring over axes {tuple(info['mirror_axes'])}; {how} | {theirs:.1f} |")
+    print(f"\nratio nnU-Net / SpineSeg: {theirs / ours:.1f}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Training throughput on a GPU: windows/s, GPU utilisation and peak memory for both presets with ``hybrid``.
+"""Training throughput on a GPU: windows/s, GPU utilisation and peak memory per preset and network.
 
 Runs the real training loop (:func:`spineseg.training.trainer.train`: DataLoader worker processes,
 pinned memory, bf16 autocast for ``default``) on phantom cases at the target geometry
@@ -7,6 +7,7 @@ shows whether loading keeps the GPU busy. GPU utilisation is sampled with NVML
 (``nvidia-ml-py``/``pynvml``) when installed.
 
     .venv/bin/python benchmarks/training_gpu.py [--cases 6] [--windows 96] [--workers 8] [--width 16]
+        [--models hybrid nnunet-like] [--presets paper default]
 
 Prints a Markdown table. Exits 2 with a message when CUDA is not available.
 """
@@ -112,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--windows", type=int, default=96, help="windows per epoch (2 epochs; the second is timed)")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     ap.add_argument("--width", type=int, default=None, help="hybrid width (default: the network's default)")
+    ap.add_argument("--models", nargs="+", default=["hybrid"], help="networks to time (default: hybrid)")
+    ap.add_argument("--presets", nargs="+", default=["paper", "default"], choices=["paper", "default"])
     ap.add_argument("--data", help="use this data folder instead of generated phantoms")
     ap.add_argument("--loader-only", action="store_true",
                     help="time only the data loader (no GPU needed): windows/s per preset and worker count")
@@ -136,11 +139,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.data:
         _make_data(data, args.cases)
     rows: List[Dict[str, object]] = []
-    for preset in ("paper", "default"):
-        hparams = {"width": args.width} if args.width else {}
-        probe = preset_config(preset, model="hybrid", hparams=hparams)
+    for model, preset in [(m, p) for m in args.models for p in args.presets]:
+        hparams = {"width": args.width} if args.width and model == "hybrid" else {}
+        probe = preset_config(preset, model=model, hparams=hparams)
         per_case = max(1, args.windows // max(1, int(round(probe.cases_per_epoch * args.cases))))
-        cfg = preset_config(preset, model="hybrid", hparams=hparams, epochs=2, windows_per_case=per_case,
+        cfg = preset_config(preset, model=model, hparams=hparams, epochs=2, windows_per_case=per_case,
                             workers=args.workers, preprocessing=PreprocessingConfig(n4=False).to_dict())
         prepared = prepare_data(data, cfg, tmp / "cache")
         cases = prepared["cases"]
@@ -150,10 +153,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         sampler = _nvml_sampler(torch.cuda.current_device())
         if sampler:
             sampler[0]()
-        result = train(cfg, cases, None, tmp / f"run-{preset}", model_classes(cfg), device="cuda", tensorboard=False)
+        result = train(cfg, cases, None, tmp / f"run-{model}-{preset}", model_classes(cfg), device="cuda",
+                       tensorboard=False)
         util = sampler[1]() if sampler else None
         timed = result.history[-1]
-        rows.append({"preset": preset, "batch": cfg.batch, "window": "x".join(map(str, cfg.window)),
+        rows.append({"model": model, "preset": preset, "batch": cfg.batch, "window": "x".join(map(str, cfg.window)),
                      "amp": "bf16" if cfg.amp else "fp32", "loss": cfg.loss,
                      "train windows/s": timed["windows_per_s"], "loader windows/s": load,
                      "GPU util %": util, "peak GiB": torch.cuda.max_memory_allocated() / 2 ** 30})
