@@ -10,9 +10,10 @@
 # (--val-fraction 0.2, the same 7 in both).
 #   RECIPE=scan-aug (default): the default preset's scan augmentation (slice thickness 3-6 mm with a random
 #     slice profile, resolution loss, blur, bias field, contrast, inversion), stopped on the wall clock after
-#     BUDGET minutes (default 52, what the scan-aug retrain ran) with warm-up + cosine decay over that budget.
-#     Wall-clock training is not bit-repeatable: how many windows fit into the budget depends on the machine
-#     and its load.
+#     BUDGET minutes (default 52) with warm-up + cosine decay over that budget. Wall-clock training is not
+#     bit-repeatable: how many windows fit into the budget depends on the machine and its load. Its first
+#     run (2026-12-01) was stopped after one epoch: 104 windows in 1545 s on the build machine shared by
+#     other work (load average about 19 on 2 cores); nothing from it is shipped.
 #   RECIPE=v1: 90 epochs, thick slices as a fixed 5-slice average, no scan augmentation (75 minutes on the
 #     2-core build machine).
 # A GPU session should replace both by the full recipe (scripts/gpu_run.sh).
