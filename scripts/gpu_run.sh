@@ -13,20 +13,20 @@
 #      --seed 0: the 7 cases the CPU model held out) with the same --time-budget PEER_MIN each (unetpp too
 #      when UNETPP=1), validated once at the end; scripts/peer_table.py writes the table;
 #   3. the model to ship: the hybrid run of step 2 (it trains at the ship settings), exported to ONNX.
-# Planned wall time on one H100/H200 with the defaults: about 1.5 min of set-up and throughput, 2 x 3 min
-# of training, 1 min of caching, validation and export: about 8.5 minutes, for a 9-minute call.
+# Planned wall time on one H100/H200 with the defaults: about 2 min of set-up and throughput, 2 x 2.5 min
+# of training, 1.5 min of caching, process starts, validation and export: about 8.5 minutes, for a 9-minute call.
 # $OUT gets throughput.md, peer.md, model.tar.gz (model.json, model.safetensors, model.onnx),
 # runs.tar.gz (configs, logs, validation reports) and log.txt.
 # Python packages the GPU machine lacks travel in WHEELS (.whl/: wheels, or *.tar.xz of an unpacked wheel), put
 # on PYTHONPATH from $WORK/site.
-# Settings: PEER_MIN (3), WIDTH (12), INPLANE_MM (1.2), UNETPP (0), WORKERS (8), THROUGHPUT_STEPS (30),
+# Settings: PEER_MIN (2.5), WIDTH (12), INPLANE_MM (1.2), UNETPP (0), WORKERS (8), THROUGHPUT_STEPS (30),
 # HYBRID_HPARAM / NNUNET_HPARAM / UNETPP_HPARAM (extra --hparam KEY=VALUE, space separated), EXTRA (more
 # options for every training run), PYTHON (python3), WORK (/tmp/spineseg-gpu), WHEELS (.whl).
 set -euo pipefail
 PACK=${1:-.traincache/spider-1.2mm}
 : "${OUT:?set OUT to the folder for the results}"
 DRY_RUN=${DRY_RUN:-0}
-PEER_MIN=${PEER_MIN:-3}
+PEER_MIN=${PEER_MIN:-2.5}
 WIDTH=${WIDTH:-12}
 INPLANE_MM=${INPLANE_MM:-1.2}
 UNETPP=${UNETPP:-0}
