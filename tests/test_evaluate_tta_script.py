@@ -56,3 +56,14 @@ def test_flip_sets_match_segment(script, trained_model, tmp_path, capsys):  # no
     assert row["uncertainty"] == pytest.approx(res.uncertainty, abs=1e-9)
     assert script.main([str(trained_model), str(data), "-o", str(out), "--cases", "ph3"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_model_card_shows_the_recorded_run(script):
+    """The card's TTA / review tables are the tables of the run it records, to the digit."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "docs" / "default-model" / "review-thick.json").read_text())
+    card = (root / "Resources" / "Models" / "README.md").read_text()
+    for line in script.tables(result).splitlines():
+        assert line in card, line
