@@ -23,8 +23,8 @@ from spineseg.levels.result import LevelsResult, Structure
 #: disc specks within this distance (mm along the curve) of a disc join it
 _SPECK_REACH_MM = 15.0
 _CROP_MARGIN = 3
-#: half-width (mm, antero-posterior) of the band in which a structure's extent along the curve is taken
-_BAND_MM = 6.0
+#: depth (mm, from the anterior surface) of the band in which a structure's extent along the curve is taken
+_BAND_MM = 20.0
 
 
 def read_levels(label: sitk.Image) -> LevelsResult:
@@ -56,12 +56,14 @@ def _extent(mask: np.ndarray, spacing: Sequence[float], curve: SpineCurve) -> Se
     c = pts.mean(axis=0)
     s, _ = curve.project(c)
     t = curve.tangent(float(s[0]))
-    # extent in a band through the middle of the structure (antero-posteriorly), so that posterior
-    # elements still attached where the canal is not labelled do not make a body look tall
+    # extent in the anterior part of the structure only, so that posterior elements still attached
+    # (where the canal is not labelled) do not make a body look tall
     n = np.array([0.0, -t[2], t[1]])
     n /= np.linalg.norm(n) or 1.0
-    mid = np.median(pts, axis=0)
-    band = np.abs((pts - mid) @ n) <= _BAND_MM
+    if n[2] < 0:
+        n = -n  # posterior
+    ap = pts @ n
+    band = ap - np.percentile(ap, 1.0) <= _BAND_MM
     along = (pts[band] if band.sum() >= 10 else pts) - c
     lo, hi = np.percentile(along @ t, [1.0, 99.0])
     return Segment(float(s[0]), float(s[0] + lo), float(s[0] + hi))
