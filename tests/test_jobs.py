@@ -245,7 +245,7 @@ def test_model_summary(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"format": "other"}))
     assert "not a SpineSeg model header" in model_summary(tmp_path)
     header = ModelHeader.create("demo", "hybrid", classes=[VERTEBRA, DISC])
-    header.onnx = {"file": "model.onnx"}
+    header.onnx = {"file": "model.onnx", "sha256": "0" * 64}
     (tmp_path / "model.json").write_text(header.to_json())
     assert model_summary(tmp_path) == "demo (hybrid + ONNX): vertebra, intervertebral disc"
 
