@@ -24,8 +24,9 @@ from spineseg.progress import json_line
 
 def _command_modules():
     for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{_commands.__name__}.{info.name}")
+        module = importlib.import_module(f"{_commands.__name__}.{info.name}")
+        if hasattr(module, "NAME"):  # the others hold what several commands share
+            yield module
 
 
 class _Parser(argparse.ArgumentParser):

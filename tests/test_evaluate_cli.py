@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from spineseg.cli import main
-from spineseg.commands.evaluate import case_name
+from spineseg.evaluation import case_name
 from spineseg.labels import SPINE_CLASSES
 from spineseg.metrics import case_metrics
 from spineseg.progress import parse_json_line

@@ -4,16 +4,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from spineseg.commands.training_args import PREP_SHARE, add_common_arguments, config_from_args, prepare
+from spineseg.errors import InputError
 from spineseg.networks import ABLATION_SET
+from spineseg.progress import Reporter
+from spineseg.training.crossval import run_cv
+from spineseg.training.data import find_cases, kfold_split
+from spineseg.training.run_layout import CACHE
 
 NAME = "cv"
 HELP = "k-fold cross-validation of one or more architectures; per-model reports and the ablation table."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spineseg.training.options import add_common_arguments
-
     add_common_arguments(parser)
     parser.add_argument("--folds", type=int, default=5, help="number of folds (split by case; default 5)")
     parser.add_argument("--models", default=",".join(ABLATION_SET),
@@ -21,30 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from spineseg.errors import InputError
-    from spineseg.progress import Reporter
-
     reporter = Reporter(json_mode=args.json, label="cv")
     main = int(os.environ.get("RANK", "0")) == 0
     try:
-        from spineseg.commands.train import PREP_SHARE, _prepare
-        from spineseg.training.crossval import run_cv
-        from spineseg.training.data import find_cases, kfold_split
-        from spineseg.training.options import config_from_args
-        from spineseg.training.runner import check_run_folder
-
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         if not models or len(set(models)) != len(models):
             raise InputError(f"--models {args.models!r}: give distinct architecture names, e.g. hybrid,resunet")
         configs = [config_from_args(args, m) for m in models]  # checks every name before any work
         base = configs[0]
         out = Path(args.output)
-        if main and not args.resume and out.exists() and any(p.name != "cache" for p in out.iterdir()):
+        if main and not args.resume and out.exists() and any(p.name != CACHE for p in out.iterdir()):
             raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
         kfold_split([c.id for c in find_cases(args.data)], args.folds, base.seed)  # too few cases: before any caching
-        prepared = _prepare(args, base, reporter, main)
+        prepared = prepare(args, base, reporter)
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
                         device=args.device, resume=args.resume, event=reporter.event,
                         progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),

@@ -4,16 +4,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+from spineseg.commands.training_args import PREP_SHARE, add_common_arguments, config_from_args, prepare
+from spineseg.errors import InputError
+from spineseg.progress import Reporter
+from spineseg.report import REPORT_MD
+from spineseg.training.data import train_val_split
+from spineseg.training.run_layout import VALIDATION
+from spineseg.training.runner import check_run_folder, run_training
 
 NAME = "train"
-#: share of the progress bar for checking and preprocessing the data
-PREP_SHARE = 0.05
 HELP = "Train a segmentation network on <case>_image/<case>_label pairs; writes a model folder."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spineseg.training.options import add_common_arguments
-
     add_common_arguments(parser)
     parser.add_argument("--model", default="hybrid", help="architecture (hybrid, no-ux, no-hanc, resunet, unetpp, "
                                                           "nnunet-like)")
@@ -22,25 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from spineseg.errors import InputError
-    from spineseg.progress import Reporter
-
     reporter = Reporter(json_mode=args.json, label="train")
     main = int(os.environ.get("RANK", "0")) == 0
     try:
-        from spineseg.training.data import train_val_split
-        from spineseg.training.options import cache_dir, config_from_args
-        from spineseg.training.runner import check_run_folder, prepare_data, run_training
-
         if not 0.0 <= args.val_fraction < 1.0:
             raise InputError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1)")
         config = config_from_args(args, args.model)
         run_dir = Path(args.output)
         if main:
             check_run_folder(run_dir, config, resume=args.resume)
-        prepared = _prepare(args, config, reporter, main)
+        prepared = prepare(args, config, reporter)
         train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
         result = run_training(config, prepared["cases"], train_ids, val_ids, run_dir,
                               data_summary=prepared["summary"], device=args.device, resume=args.resume,
@@ -54,23 +50,8 @@ def run(args: argparse.Namespace) -> int:
         last = hist[-1] if hist else {}
         reporter.event("done", model=result["model"], run=str(run_dir), epochs=len(hist), loss=last.get("loss"),
                        val_dsc=last.get("val_dsc"),
-                       report=str(run_dir / "validation" / "report.md") if result["val_cases"] else None)
+                       report=str(run_dir / VALIDATION / REPORT_MD) if result["val_cases"] else None)
         if not args.json:
             print(f"model written to {result['model']}" + (f" (validation mean DSC {last.get('val_dsc'):.3f})"
                                                            if last.get("val_dsc") is not None else ""))
     return 0
-
-
-def _prepare(args, config, reporter, main: bool):
-    """Rank 0 preprocesses and caches; other ranks wait, then read the cache."""
-    from spineseg.training.options import cache_dir
-    from spineseg.training.runner import prepare_data
-    from spineseg.training.trainer import init_distributed
-
-    dist_info = init_distributed(args.device)
-    if dist_info.world > 1 and not main:
-        dist_info.barrier()
-        return prepare_data(args.data, config, cache_dir(args))
-    prepared = prepare_data(args.data, config, cache_dir(args), progress=lambda f, m: reporter(PREP_SHARE * f, m))
-    dist_info.barrier()
-    return prepared

@@ -91,6 +91,20 @@ def prepare_data(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, pro
     return {"cases": cached, "summary": summary, "list": cases}
 
 
+def prepare_data_once(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, device: str = "auto",
+                      progress=None) -> Dict[str, Any]:
+    """:func:`prepare_data` under torchrun: rank 0 checks and caches, the other ranks wait, then read the cache."""
+    from spineseg.training.trainer import init_distributed  # torch
+
+    dist_info = init_distributed(device)
+    if dist_info.world > 1 and not dist_info.main:
+        dist_info.barrier()
+        return prepare_data(data, config, cache_dir)
+    prepared = prepare_data(data, config, cache_dir, progress=progress)
+    dist_info.barrier()
+    return prepared
+
+
 def model_spacing(cases: Sequence[CachedCase], config: TrainConfig) -> List[float]:
     """Median canonical spacing of the training cases, after thick-slice simulation."""
     import numpy as np

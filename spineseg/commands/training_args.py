@@ -1,4 +1,6 @@
-"""Command-line options shared by ``spineseg train`` and ``spineseg cv`` -> a resolved TrainConfig."""
+"""Command-line options shared by ``spineseg train`` and ``spineseg cv`` -> a resolved TrainConfig.
+
+Not a command itself (it defines no ``NAME``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +9,15 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from spineseg.errors import InputError
+from spineseg.evaluation import parse_classes
+from spineseg.networks import resolve_hparams
+from spineseg.preprocessing import PreprocessingConfig
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
+from spineseg.training.run_layout import CACHE
+from spineseg.training.runner import prepare_data_once
+
+#: share of the progress bar for checking and preprocessing the data
+PREP_SHARE = 0.05
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +83,9 @@ def _hparams(items) -> Dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
     """Preset values overridden by the options the user gave; validates the model name and hparams."""
-    from spineseg.networks import resolve_hparams
-    from spineseg.preprocessing import PreprocessingConfig
-
     binary: Optional[bool] = args.binary
     classes = None
     if args.classes:
-        from spineseg.commands.evaluate import parse_classes
-
         parsed, is_binary = parse_classes(args.classes)
         if is_binary:
             binary = True
@@ -109,4 +114,10 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
 
 
 def cache_dir(args: argparse.Namespace) -> Path:
-    return Path(args.cache) if args.cache else Path(args.output) / "cache"
+    return Path(args.cache) if args.cache else Path(args.output) / CACHE
+
+
+def prepare(args: argparse.Namespace, config: TrainConfig, reporter) -> Dict[str, Any]:
+    """Check and cache the data of ``args`` (rank 0 under torchrun), reporting on the first PREP_SHARE."""
+    return prepare_data_once(args.data, config, cache_dir(args), device=args.device,
+                             progress=lambda f, m: reporter(PREP_SHARE * f, m))
