@@ -59,7 +59,7 @@ class ArchitectureSpec:
 
 @dataclass
 class ModelHeader:
-    """The JSON header of a model (see the team contract); :meth:`validate` checks its consistency."""
+    """The JSON header of a model (``model.json``); :meth:`validate` checks its consistency."""
 
     name: str
     architecture: ArchitectureSpec
@@ -93,6 +93,15 @@ class ModelHeader:
     @property
     def out_channels(self) -> int:
         return self.architecture.out_channels
+
+    @property
+    def slice_mm_range(self) -> Optional[Tuple[float, float]]:
+        """The slice spacings (mm) a model trained on thin and thick slices saw, or None."""
+        try:
+            lo, hi = (float(v) for v in self.training.get("slice_mm_range"))  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            return None
+        return (lo, hi) if 0 < lo <= hi else None
 
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {

@@ -14,6 +14,7 @@ from spineseg.geometry import CanonicalFrame
 from spineseg.inference import InferenceOptions, segment_image
 from spineseg.inference import backends, postprocess, sliding
 from spineseg.labels import SPINE_CLASSES, ClassInfo
+from spineseg.modelfile import ModelHeader
 
 
 def _ramp_predictor(x: np.ndarray) -> np.ndarray:
@@ -132,10 +133,9 @@ class _SignNet(torch.nn.Module):
 
 
 def _backend(task="multiclass", classes=(SPINE_CLASSES[0],), net=None, spacing=(4.4, 0.345, 0.345)):
-    info = backends.ModelInfo(
-        path=Path("."), name="sign", task=task, classes=tuple(classes), in_channels=1,
-        out_channels=2 if task == "multiclass" else 1, window=(4, 16, 16), spacing=tuple(spacing),
-        preprocessing={"n4": False, "normalization": "none"}, onnx_file=None, onnx_sha256=None)
+    header = ModelHeader.create("sign", "hybrid", task=task, classes=list(classes), window=(4, 16, 16),
+                                spacing=tuple(spacing), preprocessing={"n4": False, "normalization": "none"})
+    info = backends.ModelInfo(Path("."), header)
 
     return backends.TorchBackend(info, "cpu", network=net or _SignNet())
 

@@ -20,6 +20,7 @@ from spineseg.errors import Cancelled, InputError
 from spineseg.inference import sliding
 from spineseg.inference.postprocess import decide
 from spineseg.labels import ClassInfo
+from spineseg.modelfile import ModelHeader, read_header
 
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
@@ -32,49 +33,60 @@ ONNX_MULTIPLE_KEY = "spineseg.multiple"
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What inference needs from a model header, checked for consistency."""
+    """A model's :class:`~spineseg.modelfile.ModelHeader` and the folder it describes (what inference reads)."""
 
     path: Path
-    name: str
-    task: str
-    classes: Tuple[ClassInfo, ...]
-    in_channels: int
-    out_channels: int
-    window: Tuple[int, int, int]
-    spacing: Tuple[float, float, float]
-    preprocessing: dict
-    onnx_file: Optional[str]
-    onnx_sha256: Optional[str]
-    slice_mm_range: Optional[Tuple[float, float]] = None  # a mixed thin/thick model's training slice spacings
+    header: ModelHeader
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def task(self) -> str:
+        return self.header.task
+
+    @property
+    def classes(self) -> Tuple[ClassInfo, ...]:
+        return tuple(self.header.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.header.architecture.in_channels)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.header.architecture.out_channels)
+
+    @property
+    def window(self) -> Tuple[int, int, int]:
+        return tuple(int(v) for v in self.header.window)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> Tuple[float, float, float]:
+        return tuple(float(v) for v in self.header.spacing)  # type: ignore[return-value]
+
+    @property
+    def preprocessing(self) -> dict:
+        return dict(self.header.preprocessing)
+
+    @property
+    def onnx_file(self) -> Optional[str]:
+        return (self.header.onnx or {}).get("file")
+
+    @property
+    def onnx_sha256(self) -> Optional[str]:
+        return (self.header.onnx or {}).get("sha256")
+
+    @property
+    def slice_mm_range(self) -> Optional[Tuple[float, float]]:
+        return self.header.slice_mm_range
 
 
 def model_info(path) -> ModelInfo:
     """Read and check a model's header (torch-free; :func:`spineseg.modelfile.read_header` validates it)."""
-    from spineseg.modelfile import read_header
-
     p = Path(path)
-    h = read_header(p)
-    return header_info(h, p.parent if p.is_file() else p)
-
-
-def header_info(h, folder: Path) -> ModelInfo:
-    """What inference needs from a :class:`~spineseg.modelfile.ModelHeader` of a model in ``folder``."""
-    onnx = h.onnx or {}
-    return ModelInfo(
-        path=Path(folder), name=str(h.name), task=str(h.task), classes=tuple(h.classes),
-        in_channels=int(h.architecture.in_channels), out_channels=int(h.architecture.out_channels),
-        window=tuple(int(v) for v in h.window), spacing=tuple(float(v) for v in h.spacing),
-        preprocessing=dict(h.preprocessing), onnx_file=onnx.get("file"), onnx_sha256=onnx.get("sha256"),
-        slice_mm_range=_slice_range(h.training.get("slice_mm_range")),
-    )
-
-
-def _slice_range(value) -> Optional[Tuple[float, float]]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return (lo, hi) if 0 < lo <= hi else None
+    return ModelInfo(p.parent if p.is_file() else p, read_header(p))
 
 
 def probabilities_np(logits: np.ndarray, task: str) -> np.ndarray:

@@ -12,9 +12,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from spineseg.errors import InputError
+from spineseg.metrics import pool_metrics
+from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report, write_evaluation_report
+from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, kfold_split
 from spineseg.training.presets import TrainConfig
 from spineseg.training.runner import model_classes, run_training, write_json
@@ -25,7 +28,7 @@ def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
     from spineseg.inference.backends import open_backend
     from spineseg.training.validation import Validator
 
-    backend = open_backend(run / "model", "torch", "cpu")
+    backend = open_backend(run / layout.MODEL, "torch", "cpu")
     keep: Dict[str, Any] = {}
     Validator({case.id: case.source()}, config, backend.info).score(backend, keep=keep)
     return keep[case.id]
@@ -37,9 +40,7 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
            command: Optional[List[str]] = None) -> Dict[str, Any]:
     """Cross-validate every model in ``models``; returns {"reports": {model: path}, "ablation": path|None,
     "pooled": {model: pool_metrics}}."""
-    from spineseg.metrics import pool_metrics
-    from spineseg.report import write_ablation_report, write_evaluation_report
-    from spineseg.training.trainer import environment_info
+    from spineseg.training.trainer import environment_info  # torch
 
     out = Path(out_dir)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -47,10 +48,10 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
     fold_of = {cid: k for k, ids in enumerate(split) for cid in ids}
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"mode": "cv", "models": list(models), "folds": int(folds),
+        write_json(out / layout.CONFIG, {"mode": "cv", "models": list(models), "folds": int(folds),
                                          "base": base.to_dict()})
-        write_json(out / "split.json", {"seed": base.seed, "folds": split})
-        write_json(out / "environment.json", {**environment_info(), "command": command or sys.argv})
+        write_json(out / layout.SPLIT, {"seed": base.seed, "folds": split})
+        write_json(out / layout.ENVIRONMENT, {**environment_info(), "command": command or sys.argv})
     classes = model_classes(base)
     pooled: Dict[str, Any] = {}
     reports: Dict[str, str] = {}
@@ -61,8 +62,8 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
         curves: Dict[str, List[Dict[str, Any]]] = {}
         overlays: Dict[str, Any] = {}
         for k, val_ids in enumerate(split):
-            run = out / model / f"fold{k}"
-            record = run / "fold.json"
+            run = layout.fold_dir(out, model, k)
+            record = run / layout.FOLD_RECORD
             train_ids = [c for c in sorted(cases) if c not in set(val_ids)]
             unit = mi * len(split) + k
 
@@ -99,7 +100,7 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
             continue
         pooled[model] = pool_metrics(all_cases, classes)
         reports[model] = str(write_evaluation_report(
-            out / model / "report", all_cases, classes, folds={c: fold_of[c] for c in all_cases}, curves=curves,
+            layout.model_report_dir(out, model), all_cases, classes, folds={c: fold_of[c] for c in all_cases}, curves=curves,
             overlays=lambda cid: overlays[cid](), title=f"{len(split)}-fold cross-validation: {model}",
             overwrite=True, extra={"model": model, "folds": len(split)}))
     ablation = None
@@ -107,3 +108,58 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
         ablation = str(write_ablation_report(out, pooled, classes, title=f"Ablation ({len(split)}-fold CV)",
                                              overwrite=True))
     return {"reports": reports, "ablation": ablation, "pooled": pooled, "split": split}
+
+
+def _read_cv_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read it ({exc}); give a folder written by 'spineseg cv'") from None
+
+
+def cv_columns(paths: Sequence[str]) -> List[Tuple[str, Path, List[List[str]]]]:
+    """(column label, report folder, folds) for every model of every CV folder given."""
+    out: List[Tuple[str, Path, List[List[str]]]] = []
+    for arg in paths:
+        p = Path(arg)
+        run, only = (p, None) if (p / layout.SPLIT).is_file() else (p.parent, p.name)
+        if not (run / layout.SPLIT).is_file() or not (run / layout.CONFIG).is_file():
+            raise InputError(f"{p}: not a 'spineseg cv' folder (no split.json/config.json); give the CV folder")
+        config = _read_cv_json(run / layout.CONFIG)
+        split = _read_cv_json(run / layout.SPLIT)
+        if not isinstance(config, dict) or not isinstance(split, dict) or not isinstance(split.get("folds"), list) \
+                or not config.get("models"):
+            raise InputError(f"{p}: a training run, not a 'spineseg cv' folder (its split.json has no folds); "
+                             "give folders written by 'spineseg cv'")
+        folds = split["folds"]
+        preset = (config.get("base") or {}).get("preset", "default")
+        for model in [only] if only else list(config.get("models") or []):
+            report = layout.model_report_dir(run, model)
+            if not (report / METRICS_JSON).is_file():
+                raise InputError(f"{report}: no metrics.json; finish that CV first (spineseg cv ... --resume)")
+            label = model if preset == "default" else f"{model} ({preset})"
+            if any(label == c[0] for c in out):
+                raise InputError(f"{label} appears twice; give each model once")
+            out.append((label, report, [sorted(f) for f in folds]))
+    return out
+
+
+def combine_cv_runs(paths: Sequence[str], out: Path, *, title: str = "", overwrite: bool = False
+                    ) -> Tuple[Path, List[str]]:
+    """One ablation table from several ``spineseg cv`` runs on the same folds; returns (ablation.md, columns)."""
+    cols = cv_columns(paths)
+    reference = sorted(map(sorted, cols[0][2]))
+    for label, _, folds in cols[1:]:
+        if sorted(map(sorted, folds)) != reference:
+            raise InputError(f"{label}: its CV used other folds than {cols[0][0]}; run both with the same "
+                             "data and --seed")
+    pooled: Dict[str, Any] = {}
+    table_classes = None
+    for label, report, _ in cols:
+        cases, classes, _ = read_evaluation(report)
+        pooled[label] = pool_metrics(cases, classes)
+        if table_classes is None or len(classes) > len(table_classes):
+            table_classes = classes
+    title = title or f"Ablation ({len(reference)}-fold CV)"
+    path = write_ablation_report(Path(out), pooled, table_classes, title=title, overwrite=overwrite)
+    return path, [c[0] for c in cols]

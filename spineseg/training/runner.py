@@ -17,7 +17,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from spineseg.errors import InputError
 from spineseg.io import json_safe as strict
 from spineseg.io import write_bytes_atomic
-from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo, classes_to_dicts
+from spineseg.inference.backends import ModelInfo
+from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
+from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
+from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
 from spineseg.training.presets import TrainConfig, thick_k
 
@@ -54,7 +57,7 @@ def _default(value: Any) -> Any:
 
 def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite: bool = False) -> None:
     """A new run needs an empty (or absent) folder; ``--resume`` needs one with the same configuration."""
-    cfg = run / "config.json"
+    cfg = run / layout.CONFIG
     if resume:
         if not cfg.is_file():
             raise InputError(f"{run}: nothing to resume (no config.json); start the run without --resume")
@@ -76,7 +79,7 @@ def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite:
 
             load_checkpoint(ckpt)
         return
-    if run.exists() and any(p.name != "cache" for p in run.iterdir()) and not overwrite:
+    if run.exists() and any(p.name != layout.CACHE for p in run.iterdir()) and not overwrite:
         raise InputError(f"{run}: run folder is not empty; pass --resume to continue it or choose a new folder")
 
 
@@ -135,45 +138,22 @@ def _thickest_k(config: TrainConfig, slice_mm: float) -> int:
 
 
 def build_header(config: TrainConfig, classes: Sequence[ClassInfo], network, *, name: str,
-                 spacing: Sequence[float], training: Dict[str, Any], metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """The model header (``model.json`` contents except weights/onnx, which save_model fills in)."""
-    import spineseg
-
-    return {
-        "format": "spineseg-model", "format_version": 1, "name": name,
-        "spineseg_version": getattr(spineseg, "__version__", "0"),
-        "architecture": dict(getattr(network, "spec", {"name": config.model, "in_channels": 1,
-                                                       "out_channels": config.out_channels,
-                                                       "hparams": config.hparams})),
-        "task": "binary" if config.binary else "multiclass",
-        "classes": classes_to_dicts(classes),
-        "modality": "MR-T2", "spacing": [float(v) for v in spacing], "window": [int(v) for v in config.window],
-        "preprocessing": dict(config.preprocessing), "training": training, "metrics": metrics,
-    }
+                 spacing: Sequence[float], training: Dict[str, Any], metrics: Dict[str, Any]) -> ModelHeader:
+    """The trained model's header (save_model fills in the weights); ``network`` None: the one it will have."""
+    spec = getattr(network, "spec", None) or {"name": config.model, "in_channels": 1,
+                                              "out_channels": config.out_channels, "hparams": config.hparams}
+    header = ModelHeader(
+        name=name, architecture=ArchitectureSpec.from_dict(spec), task="binary" if config.binary else "multiclass",
+        classes=list(classes), spacing=tuple(float(v) for v in spacing),  # type: ignore[arg-type]
+        window=tuple(int(v) for v in config.window),  # type: ignore[arg-type]
+        preprocessing=dict(config.preprocessing), training=training, metrics=metrics)
+    header.validate(f"model {name}")
+    return header
 
 
-def inference_info(header: Dict[str, Any], folder: Path):
-    """The inference engine's view (:class:`~spineseg.inference.backends.ModelInfo`) of a header from
-    :func:`build_header`, for a model to be saved in ``folder``."""
-    from spineseg.inference.backends import header_info
-    from spineseg.modelfile import ModelHeader
-
-    return header_info(ModelHeader.from_dict(header, source=str(folder)), folder)
-
-
-def save_trained_model(path: Path, network, header: Dict[str, Any], *, overwrite: bool = False) -> Path:
-    """Write the model directory through the team's model-file module."""
-    try:
-        from spineseg.modelfile import save_model
-    except ImportError as exc:  # the nets module has not landed: a bug in this installation
-        raise RuntimeError(f"spineseg.modelfile is missing ({exc}); cannot write the model") from None
-    network = network.to("cpu").eval()
-    from spineseg.modelfile import ModelHeader
-
-    full = dict(header)
-    full.setdefault("weights", {"file": "model.safetensors", "sha256": "", "dtype": "float32"})
-    save_model(path, network, ModelHeader.from_dict(full, source=str(path)), overwrite=overwrite)
-    return path
+def save_trained_model(path: Path, network, header: ModelHeader, *, overwrite: bool = False) -> Path:
+    """Write the model directory (weights on the CPU)."""
+    return save_model(path, network.to("cpu").eval(), header, overwrite=overwrite)
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -209,11 +189,11 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     classes = model_classes(config)
     if main:
         run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "config.json", config.to_dict())
-        write_json(run / "split.json", {"seed": config.seed, "fold": fold, "train": sorted(train_ids),
+        write_json(run / layout.CONFIG, config.to_dict())
+        write_json(run / layout.SPLIT, {"seed": config.seed, "fold": fold, "train": sorted(train_ids),
                                         "validation": sorted(val_ids)})
-        write_json(run / "environment.json", {**environment_info(), "command": command or sys.argv})
-    log_path = run / "log.jsonl"
+        write_json(run / layout.ENVIRONMENT, {**environment_info(), "command": command or sys.argv})
+    log_path = run / layout.LOG
 
     def on_epoch(record: Dict[str, Any]) -> None:
         with open(log_path, "a", encoding="utf-8") as fh:
@@ -232,7 +212,7 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
         # the header the saved model will have: validation runs the network as that model would run
         early = build_header(config, classes, None, name=name, spacing=spacing, metrics={},
                              training={"slice_mm_range": mixed} if mixed else {})
-        validator = Validator({c: cases[c].source() for c in val_ids}, config, inference_info(early, run / "model"))
+        validator = Validator({c: cases[c].source() for c in val_ids}, config, ModelInfo(run / layout.MODEL, early))
     result = train(config, {c: cases[c] for c in train_ids}, validator, run, classes,
                    device=device, resume=resume, on_epoch=on_epoch, cancel=cancel, progress=progress)
     out: Dict[str, Any] = {"history": result.history, "run": str(run), "model": None, "val_cases": {},
@@ -262,11 +242,11 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
         training["slice_mm_range"] = mixed  # the inference spacing check accepts this whole range
     header = build_header(config, classes, result.network, name=name, spacing=spacing, training=training,
                           metrics=metrics)
-    model_dir = save_trained_model(run / "model", result.network, header, overwrite=resume)
+    model_dir = save_trained_model(run / layout.MODEL, result.network, header, overwrite=resume)
     if val_cases and write_report:
         from spineseg.report import write_evaluation_report
 
-        write_evaluation_report(run / "validation", val_cases, classes,
+        write_evaluation_report(run / layout.VALIDATION, val_cases, classes,
                                 curves={str(fold if fold is not None else 0): result.history},
                                 overlays=lambda cid: keep[cid], title=f"Validation: {config.model}",
                                 overwrite=True)

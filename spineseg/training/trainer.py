@@ -34,6 +34,7 @@ from spineseg.errors import Cancelled, InputError
 from spineseg.labels import ClassInfo
 from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
+from spineseg.training import run_layout as layout
 from spineseg.training.presets import TrainConfig, budget_lr_factor, lr_factor
 from spineseg.training.sampling import WindowDataset
 from spineseg.training.validation import Validator
@@ -261,7 +262,7 @@ def _setup(config: TrainConfig, train_cases: Dict[str, CachedCase], run: Path, c
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
     return _Session(config, dist_info, dev, net, model, optimizer, scheduler, build_loss(config),
                     WindowDataset(train_cases, config, [c.value for c in classes]),
-                    run / "checkpoints" / "last.pt", started)
+                    layout.last_checkpoint(run), started)
 
 
 def _resume(session: _Session) -> None:
