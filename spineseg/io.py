@@ -8,6 +8,7 @@ half-written file and never destroys an existing one.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import shutil
@@ -332,6 +333,26 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _json_default(value: Any) -> Any:
+    """What json_safe leaves that JSON cannot hold: tensors and other scalars by value, anything else as text."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def json_text(obj: Any, *, indent: Optional[int] = 2, compact: bool = False) -> str:
+    """Strict JSON text of ``obj`` (:func:`json_safe`: NaN is null); ``compact``: no spaces, for one-line events."""
+    return json.dumps(json_safe(obj), indent=indent, separators=(",", ":") if compact else None,
+                      default=_json_default, allow_nan=False)
+
+
+def write_json(obj: Any, path: PathLike, *, overwrite: bool = False) -> Path:
+    """``obj`` as strict JSON (indented, one trailing newline), written atomically."""
+    return write_bytes_atomic((json_text(obj) + "\n").encode("utf-8"), path, overwrite=overwrite)
 
 
 def current_umask() -> int:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from spineseg import __version__
 from spineseg.errors import InputError
-from spineseg.io import write_bytes_atomic
+from spineseg.io import json_text, write_bytes_atomic
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 
 PathLike = Union[str, Path]
@@ -117,7 +117,7 @@ class ModelHeader:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return json_text(self.to_dict()) + "\n"
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: str = "model header") -> "ModelHeader":

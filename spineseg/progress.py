@@ -19,24 +19,15 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, TextIO
 
+from spineseg.io import json_text
+
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
 
 
 def json_line(event: str, **fields: Any) -> str:
     """One JSON progress line (no newline); strict JSON: an undefined metric (NaN) is null."""
-    from spineseg.io import json_safe
-
-    return json.dumps(json_safe({"event": event, **fields}), separators=(",", ":"), default=_json_default,
-                      allow_nan=False)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    return json_text({"event": event, **fields}, indent=None, compact=True)
 
 
 def parse_json_line(line: str) -> Optional[Dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from spineseg.io import json_safe, write_bytes_atomic
+from spineseg.io import write_bytes_atomic, write_json
 from spineseg.labels import ClassInfo, classes_to_dicts
 from spineseg.metrics import (
     CONVENTIONS,
@@ -65,10 +65,6 @@ def _mean_std(summary: Mapping[str, Any], metric: str, digits: int = 3) -> str:
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return _fmt(mean, digits)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _csv_bytes(header: Sequence[str], rows: List[Sequence[Any]]) -> bytes:
@@ -467,7 +463,7 @@ def write_evaluation_report(out_dir: PathLike, cases: Mapping[str, Mapping[str, 
         "cases": {cid: cases[cid] for cid in sorted(cases)},
         **({"extra": dict(extra)} if extra else {}),
     }
-    write_bytes_atomic(_json_bytes(doc), out / METRICS_JSON, overwrite=overwrite)
+    write_json(doc, out / METRICS_JSON, overwrite=overwrite)
 
     md = _report_markdown(title, cases, classes, pooled, per_fold, folds, figures, best, worst,
                           list(notes) + skipped)
@@ -649,5 +645,5 @@ def write_ablation_report(out_dir: PathLike, results: Mapping[str, Mapping[str, 
     doc = {"format": "spineseg-ablation", "format_version": 1, "title": title, "models": models,
            "classes": classes_to_dicts(classes), "conventions": CONVENTIONS, "rows": rows,
            "results": dict(results)}
-    write_bytes_atomic(_json_bytes(doc), out / ABLATION_FILES["json"], overwrite=overwrite)
+    write_json(doc, out / ABLATION_FILES["json"], overwrite=overwrite)
     return write_bytes_atomic("\n".join(lines).encode("utf-8"), out / ABLATION_FILES["md"], overwrite=overwrite)

@@ -246,3 +246,18 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
         os.umask(umask)
     assert a.stat().st_mode & 0o777 == 0o644
     assert b.stat().st_mode & 0o777 == 0o644
+
+
+def test_one_strict_json_writer(tmp_path):
+    """NaN is null, numpy values are numbers, other objects their text; the file is written atomically."""
+    import json as _json
+
+    from spineseg.io import json_text, write_json
+
+    doc = {"dsc": float("nan"), "n": np.int64(3), "x": np.float32(0.5), "path": Path("a/b"), 1: [np.inf]}
+    assert _json.loads(json_text(doc)) == {"dsc": None, "n": 3, "x": 0.5, "path": "a/b", "1": [None]}
+    assert json_text({"a": [1, 2]}, indent=None, compact=True) == '{"a":[1,2]}'
+    out = write_json(doc, tmp_path / "doc.json")
+    assert out.read_text().endswith("}\n") and "NaN" not in out.read_text()
+    with pytest.raises(InputError, match="exists"):
+        write_json({}, out)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from spineseg.errors import InputError
+from spineseg.io import write_json
 from spineseg.metrics import pool_metrics
 from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report, write_evaluation_report
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, kfold_split
 from spineseg.training.presets import TrainConfig
-from spineseg.training.runner import model_classes, run_training, write_json
+from spineseg.training.runner import model_classes, run_training
 
 
 def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
@@ -48,10 +49,10 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
     fold_of = {cid: k for k, ids in enumerate(split) for cid in ids}
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / layout.CONFIG, {"mode": "cv", "models": list(models), "folds": int(folds),
-                                         "base": base.to_dict()})
-        write_json(out / layout.SPLIT, {"seed": base.seed, "folds": split})
-        write_json(out / layout.ENVIRONMENT, {**environment_info(), "command": command or sys.argv})
+        write_json({"mode": "cv", "models": list(models), "folds": int(folds), "base": base.to_dict()},
+                   out / layout.CONFIG, overwrite=True)
+        write_json({"seed": base.seed, "folds": split}, out / layout.SPLIT, overwrite=True)
+        write_json({**environment_info(), "command": command or sys.argv}, out / layout.ENVIRONMENT, overwrite=True)
     classes = model_classes(base)
     pooled: Dict[str, Any] = {}
     reports: Dict[str, str] = {}
@@ -90,8 +91,8 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
             for cid, arrays in result["overlays"].items():
                 overlays[cid] = (lambda a=arrays: a)
             fold_pooled = pool_metrics(result["val_cases"], classes)
-            write_json(record, {"model": model, "fold": k, "cases": result["val_cases"], "history": result["history"],
-                                "mean_dsc": fold_pooled["mean_dsc"]})
+            write_json({"model": model, "fold": k, "cases": result["val_cases"], "history": result["history"],
+                        "mean_dsc": fold_pooled["mean_dsc"]}, record, overwrite=True)
             if event is not None:
                 event("fold", model=model, fold=k, folds=len(split), val_cases=len(val_ids),
                       mean_dsc=fold_pooled["mean_dsc"], dsc=fold_pooled["union"]["mean"]["dsc"],

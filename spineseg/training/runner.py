@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from spineseg.errors import InputError
-from spineseg.io import json_safe as strict
-from spineseg.io import write_bytes_atomic
+from spineseg.io import json_text, write_json
 from spineseg.inference.backends import ModelInfo
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
@@ -41,18 +40,6 @@ def data_values(config: TrainConfig) -> List[int]:
     if config.classes:
         return [int(c["value"]) for c in config.classes]
     return [c.value for c in SPINE_CLASSES]
-
-
-def write_json(path: Path, obj: Any, *, overwrite: bool = True) -> Path:
-    """Strict JSON, written atomically."""
-    text = json.dumps(strict(obj), indent=2, default=_default, allow_nan=False)
-    return write_bytes_atomic((text + "\n").encode("utf-8"), path, overwrite=overwrite)
-
-
-def _default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite: bool = False) -> None:
@@ -189,15 +176,15 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     classes = model_classes(config)
     if main:
         run.mkdir(parents=True, exist_ok=True)
-        write_json(run / layout.CONFIG, config.to_dict())
-        write_json(run / layout.SPLIT, {"seed": config.seed, "fold": fold, "train": sorted(train_ids),
-                                        "validation": sorted(val_ids)})
-        write_json(run / layout.ENVIRONMENT, {**environment_info(), "command": command or sys.argv})
+        write_json(config.to_dict(), run / layout.CONFIG, overwrite=True)
+        write_json({"seed": config.seed, "fold": fold, "train": sorted(train_ids),
+                                        "validation": sorted(val_ids)}, run / layout.SPLIT, overwrite=True)
+        write_json({**environment_info(), "command": command or sys.argv}, run / layout.ENVIRONMENT, overwrite=True)
     log_path = run / layout.LOG
 
     def on_epoch(record: Dict[str, Any]) -> None:
         with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(strict(record), allow_nan=False) + "\n")
+            fh.write(json_text(record, indent=None) + "\n")
         if event is not None:
             event("epoch", **({"fold": fold} if fold is not None else {}), **({"model": config.model}),
                   **{k: record[k] for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s", "eta_s")})

@@ -18,6 +18,7 @@ a resumed run spends only what is left (the time of an epoch lost to a kill is n
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from spineseg.errors import Cancelled, InputError
+from spineseg.io import write_bytes_atomic
 from spineseg.labels import ClassInfo
 from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
@@ -133,11 +135,7 @@ def build_optimizer(config: TrainConfig, params):
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """Serialised in memory, then written by the one atomic writer (a full disk: one-line error, old file kept)."""
-    import io
-
     import torch
-
-    from spineseg.io import write_bytes_atomic
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
