@@ -17,6 +17,7 @@ import numpy as np
 from spineseg.errors import InputError, SpineSegError
 from spineseg.inference.backends import ONNX_MULTIPLE_KEY
 from spineseg.io import write_bytes_atomic
+from spineseg.modelfile import HEADER_FILE, load_model, read_header
 
 DEFAULT_OPSET = 17
 ONNX_NAME = "model.onnx"
@@ -33,8 +34,6 @@ def export_onnx(model_dir, out: Optional[str] = None, *, overwrite: bool = False
     import hashlib
 
     import torch
-
-    from spineseg.modelfile import HEADER_FILE, load_model, read_header
 
     model_dir = Path(model_dir)
     target = Path(out) if out else model_dir / ONNX_NAME

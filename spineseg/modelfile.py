@@ -22,6 +22,7 @@ from spineseg import __version__
 from spineseg.errors import InputError
 from spineseg.io import json_text, write_bytes_atomic
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
+from spineseg.networks import build_network, network_names
 
 PathLike = Union[str, Path]
 
@@ -354,8 +355,6 @@ def load_model(path: PathLike, device: str = "cpu") -> LoadedModel:
     """Load a model folder: header checks, sha256 of the weights, shape checks; eval mode on ``device``."""
     import torch
     from safetensors.torch import load
-
-    from spineseg.networks import build_network, network_names
 
     folder = _model_dir(path)
     header = read_header(folder)

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import Cancelled, InputError
+from spineseg.geometry import CanonicalFrame
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
@@ -125,8 +126,6 @@ def otsu_mask(array: np.ndarray, *, shrink: int = 4) -> np.ndarray:
 
 def foreground_mask(image: sitk.Image, *, shrink: int = 4) -> sitk.Image:
     """:func:`otsu_mask` of an image, computed in its canonical frame; uint8 on ``image``'s grid."""
-    from spineseg.geometry import CanonicalFrame
-
     frame = CanonicalFrame.of(image, warn=False)
     canonical = frame.to_canonical(sitk.GetArrayViewFromImage(image))
     mask = frame.image_from_canonical(otsu_mask(canonical, shrink=shrink).astype(np.uint8))
@@ -245,8 +244,6 @@ def estimate_log_bias_field(image: sitk.Image, *, mask: Optional[sitk.Image] = N
     ``mask``: fit only where it is non-zero (on the image's grid); other keywords as
     :func:`fit_log_bias_field`.
     """
-    from spineseg.geometry import CanonicalFrame
-
     frame = CanonicalFrame.of(image, warn=False)
     canonical = frame.to_canonical(sitk.GetArrayViewFromImage(image))
     canonical_mask = None
@@ -373,8 +370,6 @@ class PreprocessingConfig:
     def apply(self, image: sitk.Image, *, progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelCheck] = None) -> np.ndarray:
         """Canonical-frame (D, H, W) float32 array ready for the network."""
-        from spineseg.geometry import CanonicalFrame
-
         frame = CanonicalFrame.of(image)
         # everything in the canonical frame: the result cannot depend on how the file stores the voxels
         array = np.ascontiguousarray(frame.to_canonical(sitk.GetArrayViewFromImage(image)), dtype=np.float32)

@@ -21,17 +21,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from spineseg.errors import InputError
 from spineseg.io import write_bytes_atomic, write_json
 from spineseg.labels import ClassInfo, classes_to_dicts
-from spineseg.metrics import (
-    CONVENTIONS,
-    METRIC_LABELS,
-    METRICS,
-    UNION_LABEL,
-    lookup,
-    pool_metrics,
-    structure_rows,
-)
+from spineseg.metrics import CONVENTIONS, METRICS, METRIC_LABELS, UNION_LABEL, lookup, pool_metrics, structure_rows
 
 PathLike = Union[str, Path]
 OverlayFn = Callable[[str], tuple]
@@ -476,8 +469,6 @@ def read_evaluation(path: PathLike) -> Tuple[Dict[str, Dict[str, Any]], List[Cla
     Undefined metrics come back as NaN, so the cases feed :func:`pool_metrics`
     and :func:`write_ablation_report` exactly like fresh ones.
     """
-    from spineseg.errors import InputError
-
     p = Path(path)
     if p.is_dir():
         p = p / METRICS_JSON

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from spineseg.errors import InputError
+from spineseg.export import export_onnx
+
 NAME = "export"
 HELP = "Export a model to ONNX (model.onnx in the model folder) for '--backend onnx' without PyTorch."
 
@@ -18,12 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from spineseg.errors import InputError
-
     model = Path(args.model)
     if not (model / "model.json").is_file():
         raise InputError(f"{model}: not a SpineSeg model folder (no model.json); give the folder 'spineseg train' wrote")
-    from spineseg.export import export_onnx
 
     written = export_onnx(model, args.onnx or None, overwrite=args.overwrite, opset=args.opset)
     print(written)

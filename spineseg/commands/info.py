@@ -9,6 +9,9 @@ from typing import Any, Dict
 
 import numpy as np
 
+from spineseg.geometry import CanonicalFrame, orientation_code
+from spineseg.io import list_inputs, read_image
+
 NAME = "info"
 HELP = "Print size, spacing, orientation, detected slice axis and intensity statistics of images."
 
@@ -21,8 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def describe(image) -> Dict[str, Any]:
     """Geometry and intensity summary of one image, as plain JSON-ready values."""
     import SimpleITK as sitk
-
-    from spineseg.geometry import CanonicalFrame, orientation_code
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -75,8 +76,6 @@ def _format(path: str, d: Dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spineseg.io import list_inputs, read_image
-
     paths = list_inputs(args.inputs)
     for path in paths:
         d = describe(read_image(path))

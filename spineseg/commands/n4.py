@@ -4,6 +4,11 @@ from __future__ import annotations
 import argparse
 from typing import List
 
+from spineseg.errors import InputError
+from spineseg.io import check_writable, read_image, refuse_input_as_output, write_image
+from spineseg.preprocessing import DEFAULT_CONVERGENCE, DEFAULT_ITERATIONS, DEFAULT_SHRINK, n4_correct
+from spineseg.progress import Reporter
+
 NAME = "n4"
 HELP = "N4 bias-field correction: fit the field on a shrunk copy, apply it at full resolution."
 
@@ -39,8 +44,6 @@ def _non_negative_float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spineseg.preprocessing import DEFAULT_CONVERGENCE, DEFAULT_ITERATIONS, DEFAULT_SHRINK
-
     parser.add_argument("input", metavar="INPUT", help="image file or DICOM series folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="corrected image (.nii.gz, .nii, .nrrd or .mha), float32")
@@ -62,11 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
-
-    from spineseg.errors import InputError
-    from spineseg.io import check_writable, read_image, refuse_input_as_output, write_image
-    from spineseg.preprocessing import n4_correct
-    from spineseg.progress import Reporter
 
     if args.mask and args.no_mask:
         raise InputError("--mask and --no-mask contradict each other; give one of them")

@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+from spineseg.errors import InputError
+from spineseg.io import check_writable, write_image
+from spineseg.phantom import ORIENTATIONS, make_phantom
+
 NAME = "phantom"
 HELP = "Write synthetic thick-slice T2 lumbar spine phantoms (<case>_image.nii.gz / <case>_label.nii.gz pairs)."
 
@@ -41,9 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_orientation(text: str):
     """A named orientation, or 9 comma-separated numbers."""
-    from spineseg.errors import InputError
-    from spineseg.phantom import ORIENTATIONS
-
     if text.lower() in ORIENTATIONS:
         return text.lower()
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
@@ -63,10 +64,6 @@ def targets(output: Path, name: str, count: int) -> List[Tuple[int, Path, Path]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from spineseg.errors import InputError
-    from spineseg.io import check_writable, write_image
-    from spineseg.phantom import make_phantom
-
     if args.count < 1:
         raise InputError(f"--count {args.count}: give at least 1")
     if not _NAME_RE.match(args.name):

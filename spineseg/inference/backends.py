@@ -20,7 +20,7 @@ from spineseg.errors import Cancelled, InputError
 from spineseg.inference import sliding
 from spineseg.inference.postprocess import decide
 from spineseg.labels import ClassInfo
-from spineseg.modelfile import ModelHeader, read_header
+from spineseg.modelfile import ModelHeader, read_header, sha256_file
 
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
@@ -117,7 +117,6 @@ class OnnxBackend:
         if not onnx_path.is_file():
             raise InputError(f"{onnx_path}: ONNX file listed in the model header is missing; "
                              f"run 'spineseg export {info.path} --onnx' again")
-        from spineseg.modelfile import sha256_file
 
         if sha256_file(onnx_path) != info.onnx_sha256:  # the header requires it (modelfile.ModelHeader.validate)
             raise InputError(f"{onnx_path}: ONNX file does not match the checksum in model.json (changed or "

@@ -20,9 +20,10 @@ import SimpleITK as sitk
 from spineseg.errors import Cancelled, InputError
 from spineseg.geometry import CanonicalFrame
 from spineseg.inference import postprocess, tta
-from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.inference.backends import BACKENDS, open_backend
+from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.labels import SPINE, ClassInfo
+from spineseg.preprocessing import PreprocessingConfig
 
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
@@ -155,8 +156,6 @@ def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int], *, labels: 
 
 def _preprocessing(info, options: InferenceOptions):
     """The model header's preprocessing with the N4 overrides of ``options``."""
-    from spineseg.preprocessing import PreprocessingConfig
-
     config = PreprocessingConfig.from_dict(info.preprocessing)
     if options.n4 is not None:
         config.n4 = bool(options.n4)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from spineseg.errors import InputError
+from spineseg.inference.backends import open_backend
 from spineseg.io import write_json
 from spineseg.metrics import pool_metrics
 from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report, write_evaluation_report
@@ -22,13 +23,12 @@ from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, kfold_split
 from spineseg.training.presets import TrainConfig
 from spineseg.training.runner import model_classes, run_training
+from spineseg.training.trainer import environment_info
+from spineseg.training.validation import Validator
 
 
 def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
     """Overlay arrays of a case from a finished fold's saved model (used when a resumed CV skipped the fold)."""
-    from spineseg.inference.backends import open_backend
-    from spineseg.training.validation import Validator
-
     backend = open_backend(run / layout.MODEL, "torch", "cpu")
     keep: Dict[str, Any] = {}
     Validator({case.id: case.source()}, config, backend.info).score(backend, keep=keep)
@@ -41,8 +41,6 @@ def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase
            command: Optional[List[str]] = None) -> Dict[str, Any]:
     """Cross-validate every model in ``models``; returns {"reports": {model: path}, "ablation": path|None,
     "pooled": {model: pool_metrics}}."""
-    from spineseg.training.trainer import environment_info  # torch
-
     out = Path(out_dir)
     main = int(os.environ.get("RANK", "0")) == 0
     split = kfold_split(list(cases), folds, base.seed)

@@ -27,7 +27,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import Cancelled, InputError
+from spineseg.geometry import CanonicalFrame
 from spineseg.io import image_extension, read_image, strip_image_extension
+from spineseg.preprocessing import PreprocessingConfig
 
 IMAGE_SUFFIX = "_image"
 LABEL_SUFFIX = "_label"
@@ -226,9 +228,6 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
     The folder is written under a temporary name and renamed into place, so a killed run never
     leaves a half-written entry that a later run would trust.
     """
-    from spineseg.geometry import CanonicalFrame
-    from spineseg.preprocessing import PreprocessingConfig
-
     folder = Path(cache_dir) / f"{_safe(case.id)}-{cache_key(case, preprocessing, inplane_mm)}"
     meta_path = folder / "meta.json"
     if meta_path.is_file():

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from spineseg.errors import InputError
-from spineseg.io import json_text, write_json
 from spineseg.inference.backends import ModelInfo
+from spineseg.io import json_text, write_json
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
 from spineseg.training.presets import TrainConfig, thick_k
+from spineseg.training.trainer import environment_info, init_distributed, train
 
 EventFn = Callable[..., None]  # event(name, **fields)
 
@@ -84,8 +85,6 @@ def prepare_data(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, pro
 def prepare_data_once(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, device: str = "auto",
                       progress=None) -> Dict[str, Any]:
     """:func:`prepare_data` under torchrun: rank 0 checks and caches, the other ranks wait, then read the cache."""
-    from spineseg.training.trainer import init_distributed  # torch
-
     dist_info = init_distributed(device)
     if dist_info.world > 1 and not dist_info.main:
         dist_info.barrier()
@@ -168,8 +167,6 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     Only rank 0 writes files. The summary holds the model path, the history and the per-case
     validation metrics (``val_cases``) plus overlay arrays (``overlays``) for reports.
     """
-    from spineseg.training.trainer import environment_info, train
-
     run = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
     main = rank == 0

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from spineseg.geometry import CanonicalFrame
 from spineseg.training.data import CachedCase
 from spineseg.training.presets import TrainConfig, thick_k
 
@@ -68,8 +69,6 @@ def thick_slice_images(image: sitk.Image, label: sitk.Image, k: int) -> Tuple[si
     The images are on an axis-aligned grid in the canonical layout (slice spacing times ``k``),
     so segmenting and scoring them is what a user would do with such a scan.
     """
-    from spineseg.geometry import CanonicalFrame
-
     frame = CanonicalFrame.of(image, warn=False)
     img = frame.to_canonical(sitk.GetArrayFromImage(image).astype(np.float32))
     lab = frame.to_canonical(sitk.GetArrayFromImage(label))
