@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,15 +45,20 @@ def slice_axis(image: sitk.Image, *, warn: bool = True) -> int:
     largest = spacing.max()
     candidates = [i for i in range(3) if spacing[i] >= largest * (1 - _TIE_TOLERANCE)]
     axis = max(candidates, key=lambda i: (round(abs(d[0, i]), 6), i))
-    if warn:
-        others = sorted(spacing[i] for i in range(3) if i != axis)
-        if spacing[axis] < ANISOTROPY_WARNING_RATIO * others[-1] * (1 - 1e-6):  # 0.9 vs 0.6 mm is not 'near'
-            warnings.warn(
-                f"volume is near-isotropic (spacing {tuple(round(float(s), 3) for s in spacing)} mm); "
-                f"assuming slices along image axis {'xyz'[axis]}. SpineSeg is built for thick-slice scans.",
-                stacklevel=2,
-            )
+    note = near_isotropic_warning(image, axis) if warn else None
+    if note:
+        warnings.warn(note, stacklevel=2)
     return axis
+
+
+def near_isotropic_warning(image: sitk.Image, axis: int) -> Optional[str]:
+    """The warning for a volume whose slice ``axis`` is only a guess (near-isotropic), else None."""
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    others = sorted(spacing[i] for i in range(3) if i != axis)
+    if spacing[axis] >= ANISOTROPY_WARNING_RATIO * others[-1] * (1 - 1e-6):  # 0.9 vs 0.6 mm is not 'near'
+        return None
+    return (f"volume is near-isotropic (spacing {tuple(round(float(s), 3) for s in spacing)} mm); "
+            f"assuming slices along image axis {'xyz'[axis]}. SpineSeg is built for thick-slice scans.")
 
 
 @dataclass(frozen=True)
@@ -182,3 +187,39 @@ def _reversed(column: np.ndarray, components: Tuple[int, int, int], signs: Tuple
 
 def direction_matrix_from(direction: Tuple[float, ...]) -> np.ndarray:
     return np.asarray(direction, dtype=float).reshape(3, 3)
+
+
+#: in-plane spacing within this fraction of the model's is used as it is (no resampling)
+RESAMPLE_TOLERANCE = 0.1
+
+
+def inplane_target_shape(shape: Tuple[int, int, int], spacing: Tuple[float, float, float],
+                         model_spacing: Tuple[float, float, float]) -> Optional[Tuple[int, int, int]]:
+    """The (D, H, W) shape at the model's in-plane spacing, or None when the input is close enough.
+
+    Like nnU-Net, the network sees voxels of the size it was trained on; the slice axis is
+    left alone (thick slices are what the model is for; resampling them would invent data).
+    """
+    ratios = [spacing[i] / model_spacing[i] for i in (1, 2)]
+    if all(abs(r - 1.0) <= RESAMPLE_TOLERANCE for r in ratios):
+        return None
+    return (shape[0],) + tuple(max(1, int(round(shape[i] * ratios[i - 1]))) for i in (1, 2))  # type: ignore[return-value]
+
+
+def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int], *, labels: bool = False) -> np.ndarray:
+    """Resample a (D, H, W) or (K, D, H, W) array in-plane to ``shape`` (D unchanged).
+
+    Linear for images and probabilities; ``labels=True``: nearest neighbour, dtype kept.
+    Voxel centres are placed so both grids cover the same extent (as SimpleITK's
+    physical-space resampling with matching field of view does).
+    """
+    if array.ndim == 4:
+        return np.stack([resample_inplane(channel, shape, labels=labels) for channel in array])
+    d, h, w = array.shape
+    src = sitk.GetImageFromArray(np.ascontiguousarray(array if labels else array.astype(np.float32, copy=False)))
+    out_spacing = (w / shape[2], h / shape[1], 1.0)
+    origin = (0.5 * (out_spacing[0] - 1.0), 0.5 * (out_spacing[1] - 1.0), 0.0)
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    out = sitk.Resample(src, (shape[2], shape[1], d), sitk.Transform(), interpolator, origin, out_spacing,
+                        src.GetDirection(), 0.0, src.GetPixelID() if labels else sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)

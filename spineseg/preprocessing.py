@@ -367,10 +367,11 @@ class PreprocessingConfig:
             raise InputError(f"model preprocessing has unknown settings {', '.join(unknown)}; update SpineSeg")
         return cls(**data)
 
-    def apply(self, image: sitk.Image, *, progress: Optional[ProgressCallback] = None,
-              cancel: Optional[CancelCheck] = None) -> np.ndarray:
-        """Canonical-frame (D, H, W) float32 array ready for the network."""
-        frame = CanonicalFrame.of(image)
+    def apply(self, image: sitk.Image, *, frame: Optional[CanonicalFrame] = None,
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> np.ndarray:
+        """Canonical-frame (D, H, W) float32 array ready for the network; ``frame``: the image's, when the
+        caller has it already (computed once per image)."""
+        frame = frame or CanonicalFrame.of(image)
         # everything in the canonical frame: the result cannot depend on how the file stores the voxels
         array = np.ascontiguousarray(frame.to_canonical(sitk.GetArrayViewFromImage(image)), dtype=np.float32)
         mask = None

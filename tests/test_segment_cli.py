@@ -211,3 +211,18 @@ def test_overlay_without_matplotlib_fails_before_work(tmp_path, random_model, mo
     msg = _fails(["segment", str(src), "-o", str(tmp_path / "s.nii.gz"), "--model", str(random_model),
                   "--overlay"], capsys)
     assert "matplotlib" in msg and files(tmp_path) == ["a.nii.gz"]
+
+
+def test_near_isotropic_warning_reaches_stderr_and_the_json_event_once(tmp_path, random_model, capsys):
+    """The frame is computed once per image, so the guess about the slice axis is said once, and
+    programs reading --json get it in the done event."""
+    src = tmp_path / "iso.nii.gz"
+    mr_like(src, spacing=(1.0, 1.0, 1.1))
+    out = tmp_path / "iso_seg.nii.gz"
+    assert main(["segment", str(src), "-o", str(out), "--model", str(random_model), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err.count("near-isotropic") == 1
+    assert main(["segment", str(src), "-o", str(out), "--model", str(random_model), "--device", "cpu", "--json",
+                 "--overwrite"]) == 0
+    done = [e for e in events(capsys.readouterr().out) if e["event"] == "done"][0]
+    notes = [w for o in done["outputs"] for w in o.get("warnings", [])]
+    assert len([w for w in notes if "near-isotropic" in w]) == 1

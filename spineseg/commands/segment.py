@@ -294,7 +294,7 @@ def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool, le
     from spineseg.geometry import CanonicalFrame
     from spineseg.report import plot_segmentation
 
-    frame = CanonicalFrame.of(image, warn=False)
+    frame = result.frame or CanonicalFrame.of(image, warn=False)
     canon_image = frame.to_canonical(sitk.GetArrayFromImage(image))
     if levels is not None:
         from spineseg.levels.segments import level_classes

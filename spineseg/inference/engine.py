@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import Cancelled, InputError
-from spineseg.geometry import CanonicalFrame
+from spineseg.geometry import CanonicalFrame, inplane_target_shape, near_isotropic_warning, resample_inplane
 from spineseg.inference import postprocess, tta
 from spineseg.inference.backends import BACKENDS, open_backend
 from spineseg.inference.sliding import DEFAULT_OVERLAP
@@ -81,6 +81,7 @@ class SegmentationResult:
     seconds: float = 0.0
     timings: Dict[str, float] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
+    frame: Optional[CanonicalFrame] = None  # the input's canonical frame, computed once per image
 
 
 def load(model: Union[str, Path], options: InferenceOptions):
@@ -103,10 +104,6 @@ def check_intensities(image: sitk.Image) -> Optional[str]:
     return None
 
 
-#: in-plane spacing within this fraction of the model's is used as it is (no resampling)
-RESAMPLE_TOLERANCE = 0.1
-
-
 def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, float],
                    slice_mm_range: Optional[Tuple[float, float]] = None) -> Optional[str]:
     """Warn when the slice thickness is far from the model's (in-plane spacing is resampled, slices are not).
@@ -120,38 +117,6 @@ def _check_spacing(frame: CanonicalFrame, model_spacing: Tuple[float, float, flo
         seen = f"{lo:.3g} to {hi:.3g} mm" if hi > lo else f"{hi:.3g} mm"
         return f"slice spacing {ours:.3g} mm is far from the model's {seen}; results may be poor"
     return None
-
-
-def inplane_target_shape(shape: Tuple[int, int, int], spacing: Tuple[float, float, float],
-                         model_spacing: Tuple[float, float, float]) -> Optional[Tuple[int, int, int]]:
-    """The (D, H, W) shape at the model's in-plane spacing, or None when the input is close enough.
-
-    Like nnU-Net, the network sees voxels of the size it was trained on; the slice axis is
-    left alone (thick slices are what the model is for; resampling them would invent data).
-    """
-    ratios = [spacing[i] / model_spacing[i] for i in (1, 2)]
-    if all(abs(r - 1.0) <= RESAMPLE_TOLERANCE for r in ratios):
-        return None
-    return (shape[0],) + tuple(max(1, int(round(shape[i] * ratios[i - 1]))) for i in (1, 2))  # type: ignore[return-value]
-
-
-def resample_inplane(array: np.ndarray, shape: Tuple[int, int, int], *, labels: bool = False) -> np.ndarray:
-    """Resample a (D, H, W) or (K, D, H, W) array in-plane to ``shape`` (D unchanged).
-
-    Linear for images and probabilities; ``labels=True``: nearest neighbour, dtype kept.
-    Voxel centres are placed so both grids cover the same extent (as SimpleITK's
-    physical-space resampling with matching field of view does).
-    """
-    if array.ndim == 4:
-        return np.stack([resample_inplane(channel, shape, labels=labels) for channel in array])
-    d, h, w = array.shape
-    src = sitk.GetImageFromArray(np.ascontiguousarray(array if labels else array.astype(np.float32, copy=False)))
-    out_spacing = (w / shape[2], h / shape[1], 1.0)
-    origin = (0.5 * (out_spacing[0] - 1.0), 0.5 * (out_spacing[1] - 1.0), 0.0)
-    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
-    out = sitk.Resample(src, (shape[2], shape[1], d), sitk.Transform(), interpolator, origin, out_spacing,
-                        src.GetDirection(), 0.0, src.GetPixelID() if labels else sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
 
 
 def _preprocessing(info, options: InferenceOptions):
@@ -191,13 +156,15 @@ def prepare_image(image: sitk.Image, info, options: InferenceOptions, *, progres
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
         raise InputError("image must be a 3D single-channel volume")
     warn(check_intensities(image))
-    frame = CanonicalFrame.of(image)
+    frame = CanonicalFrame.of(image, warn=False)
+    warn(near_isotropic_warning(image, frame.axes[0]))
     warn(_check_spacing(frame, info.spacing, info.slice_mm_range))
 
     config = _preprocessing(info, options)
     report = progress or (lambda f, m: None)
     report(0.0, "N4 bias correction" if config.n4 else "preprocessing")
-    array = config.apply(image, progress=lambda f, m="": report(float(f), m or "N4 bias correction"), cancel=cancel)
+    array = config.apply(image, frame=frame, progress=lambda f, m="": report(float(f), m or "N4 bias correction"),
+                         cancel=cancel)
     if cancel is not None and cancel():
         raise Cancelled("inference cancelled")
     resampled = inplane_target_shape(frame.shape, frame.canonical_spacing, tuple(info.spacing))
@@ -314,4 +281,6 @@ def segment_image(image: sitk.Image, model, *, options: Optional[InferenceOption
     timings["postprocess_s"] = time.perf_counter() - t2
     report(1.0, "done")
     return SegmentationResult(label=label_image, classes=classes, probabilities=prob_image,
-                              disagreement=disagreement, uncertainty=prediction.uncertainty, seconds=time.perf_counter() - t0, timings=timings, warnings=list(prepared.warnings))
+                              disagreement=disagreement, uncertainty=prediction.uncertainty,
+                              seconds=time.perf_counter() - t0, timings=timings, warnings=list(prepared.warnings),
+                              frame=frame)

@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from spineseg.errors import Cancelled, InputError
-from spineseg.geometry import CanonicalFrame
+from spineseg.geometry import CanonicalFrame, inplane_target_shape, resample_inplane
 from spineseg.io import image_extension, read_image, strip_image_extension
 from spineseg.preprocessing import PreprocessingConfig
 
@@ -234,13 +234,11 @@ def cache_case(case: Case, preprocessing: Dict[str, Any], cache_dir: os.PathLike
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         return CachedCase(case.id, folder, tuple(meta["shape"]), tuple(meta["spacing"]), list(meta["values"]))
     image, label, values = read_case(case, allowed_values)
-    frame = CanonicalFrame.of(image, warn=False)
-    array = PreprocessingConfig.from_dict(preprocessing).apply(image)
+    frame = CanonicalFrame.of(image)  # computed once: preprocessing gets it (and its near-isotropic warning)
+    array = PreprocessingConfig.from_dict(preprocessing).apply(image, frame=frame)
     lab = np.ascontiguousarray(frame.to_canonical(sitk.GetArrayFromImage(label)).astype(np.uint8))
     spacing = tuple(float(v) for v in frame.canonical_spacing)
     if inplane_mm is not None:
-        from spineseg.inference.engine import inplane_target_shape, resample_inplane
-
         mm = float(inplane_mm)
         shape = inplane_target_shape(array.shape, spacing, (spacing[0], mm, mm))
         if shape is not None:
