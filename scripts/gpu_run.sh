@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model's whole GPU step in one call: throughput tables, the peer comparison, the model to ship.
+# The default model's whole GPU step in one run: throughput tables, the peer comparison, the model to ship.
 #
 #   OUT=/results bash scripts/gpu_run.sh [PACK]                  # on a GPU machine; everything lands in $OUT
 #   DRY_RUN=1 OUT=/tmp/o PEER_MIN=0.05 bash scripts/gpu_run.sh PACK   # the same steps on the CPU, as a check
@@ -18,7 +18,9 @@
 # $OUT gets throughput.md, peer.md, model.tar.gz (model.json, model.safetensors, model.onnx),
 # runs.tar.gz (configs, logs, validation reports) and log.txt.
 # Python packages the GPU machine lacks travel in WHEELS (.whl/: wheels, or *.tar.xz of an unpacked wheel), put
-# on PYTHONPATH from $WORK/site.
+# on PYTHONPATH from $WORK/site. SimpleITK and MONAI (scripts/gpu_wheels.sh: 28.4 MiB, xz) and the pack
+# (22.8 MiB) do not fit one transfer of 64 MiB beside the 19 MiB checkout, so they go in two calls on the same
+# machine: SETUP_ONLY=1 with WHEELS first (unpacks into $WORK/site and stops), then the run with the pack.
 # Settings: PEER_MIN (2.5), WIDTH (12), INPLANE_MM (1.2), UNETPP (0), WORKERS (8), THROUGHPUT_STEPS (30),
 # HYBRID_HPARAM / NNUNET_HPARAM / UNETPP_HPARAM (extra --hparam KEY=VALUE, space separated), EXTRA (more
 # options for every training run), PYTHON (python3), WORK (/tmp/spineseg-gpu), WHEELS (.whl).
@@ -35,7 +37,10 @@ THROUGHPUT_STEPS=${THROUGHPUT_STEPS:-30}
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/spineseg-gpu}
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
-if [ ! -d "$PACK" ]; then echo "gpu_run.sh: training pack $PACK not found; make it with scripts/make_training_pack.py" >&2; exit 2; fi
+SETUP_ONLY=${SETUP_ONLY:-0}
+if [ "$SETUP_ONLY" != 1 ] && [ ! -d "$PACK" ]; then
+  echo "gpu_run.sh: training pack $PACK not found; make it with scripts/make_training_pack.py" >&2; exit 2
+fi
 mkdir -p "$OUT" "$WORK"
 exec > >(tee "$OUT/log.txt") 2>&1
 stamp() { echo "[gpu_run $(printf '%5d' "$SECONDS") s] $*"; }
@@ -51,9 +56,11 @@ if [ -d "$WHEELS" ]; then
   for a in "$WHEELS"/*.tar.xz; do
     if [ -e "$a" ]; then tar -xJf "$a" -C "$WORK/site"; fi
   done
-  export PYTHONPATH="$WORK/site:$PYTHONPATH"
 fi
+# the packages stay in $WORK/site: a second call on the same machine (SETUP_ONLY=1 first) finds them there
+if [ -d "$WORK/site" ]; then export PYTHONPATH="$WORK/site:$PYTHONPATH"; fi
 "$PY" -c "import torch, monai, SimpleITK, safetensors, onnx; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+if [ "$SETUP_ONLY" = 1 ]; then stamp "set-up only: packages in $WORK/site"; exit 0; fi
 DEVICE=cuda
 [ "$DRY_RUN" = 1 ] && DEVICE=cpu
 

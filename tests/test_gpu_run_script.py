@@ -44,3 +44,22 @@ def test_gpu_run_without_pack_exits_2(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), str(tmp_path / "none")], cwd=ROOT,
                           env={**os.environ, "OUT": str(tmp_path / "out")}, capture_output=True, text=True)
     assert done.returncode == 2 and "training pack" in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_gpu_run_setup_only_unpacks_the_packages_and_stops(tmp_path):
+    import tarfile as tf
+
+    wheels = tmp_path / "wheels"
+    pkg = tmp_path / "src" / "spineseg_carried_probe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    wheels.mkdir()
+    with tf.open(wheels / "deps.tar.xz", "w:xz") as tar:
+        tar.add(pkg, arcname="spineseg_carried_probe")
+    env = {**os.environ, "SETUP_ONLY": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "w"),
+           "WHEELS": str(wheels), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "w" / "site" / "spineseg_carried_probe" / "__init__.py").is_file()
+    assert "set-up only" in done.stdout and not (tmp_path / "out" / "throughput.md").exists()
