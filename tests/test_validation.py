@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cv import write_phantoms
+from test_training_crossval import write_phantoms
 
 
 @pytest.mark.slow

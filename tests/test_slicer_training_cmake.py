@@ -1,10 +1,10 @@
 """SpineSegTraining's CMake, configured as part of the whole extension (the stand-in Slicer package and
-the ``configured`` fixture of test_slicer_cmake.py): the module's files and its Slicer unittest are
+the ``configured`` fixture of test_slicer_extension_cmake.py): the module's files and its Slicer unittest are
 registered, so the top-level ``add_subdirectory(SpineSegTraining)`` and the module's own list both work.
 """
 from __future__ import annotations
 
-from test_slicer_cmake import configured  # noqa: F401 (fixture: the extension configured once)
+from test_slicer_extension_cmake import configured  # noqa: F401 (fixture: the extension configured once)
 
 
 def test_training_module_files_and_unittest_registered(configured):  # noqa: F811
