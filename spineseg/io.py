@@ -396,6 +396,53 @@ def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) 
     return p
 
 
+class Replacements:
+    """The outputs of a multi-file command, so that a failure can undo them all.
+
+    :meth:`add` is called before an output is written: a file already there is kept aside
+    (a hard link, else a copy) until :meth:`commit`, so :meth:`rollback` restores the user's
+    earlier results instead of deleting them, and removes only what this run newly created.
+    """
+
+    def __init__(self) -> None:
+        self._entries: List[tuple] = []
+
+    def add(self, path: PathLike) -> None:
+        target = Path(path)
+        backup = None
+        if target.is_file():
+            backup = target.with_name(f".{target.name}.previous")
+            if backup.exists():
+                backup.unlink()  # left by a run that was killed
+            try:
+                os.link(target, backup)
+            except OSError:
+                shutil.copy2(target, backup)
+        self._entries.append((target, backup))
+
+    def rollback(self) -> None:
+        for target, backup in reversed(self._entries):
+            try:
+                if backup is not None and target.exists() and os.path.samefile(backup, target):
+                    backup.unlink()  # never replaced (a rename onto the same file would do nothing)
+                elif backup is not None:
+                    os.replace(backup, target)
+                else:
+                    target.unlink()
+            except OSError:
+                pass
+        self._entries.clear()
+
+    def commit(self) -> None:
+        for _, backup in self._entries:
+            if backup is not None:
+                try:
+                    backup.unlink()
+                except OSError:
+                    pass
+        self._entries.clear()
+
+
 def list_inputs(paths: List[PathLike]) -> List[Path]:
     """Expand command-line inputs: files, folders of image files, DICOM series folders."""
     out: List[Path] = []

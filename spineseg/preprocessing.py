@@ -10,8 +10,14 @@ off, is preprocessed to the same array bit for bit.
 """
 from __future__ import annotations
 
+import io
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -132,6 +138,54 @@ def foreground_mask(image: sitk.Image, *, shrink: int = 4) -> sitk.Image:
     return mask
 
 
+class _Interrupted(Exception):
+    """Raised inside ITK's Python callback to stop a filter when SIGINT/SIGTERM arrives."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Run an ITK filter with a Python progress callback so that Ctrl-C is a cancel, not a crash.
+
+    An exception raised in the callback (KeyboardInterrupt, on Ctrl-C) is printed by SimpleITK as
+    a traceback and comes back as a RuntimeError. Here SIGINT/SIGTERM stop the filter through our
+    own exception, with its printout swallowed, and then reach the handler that was in place (a
+    cancel flag, KeyboardInterrupt); the filter's result is gone, so it ends in Cancelled at least.
+    Outside the main thread no signal handler runs, and nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: List[int] = []
+    saved_stderr = sys.stderr
+
+    def stop(signum: int, frame: Any) -> None:
+        pending.append(signum)
+        sys.stderr = io.StringIO()  # SimpleITK prints the callback's exception: not for the user
+        raise _Interrupted()
+
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    old = {s: signal.signal(s, stop) for s in sigs}
+    try:
+        yield
+    except (RuntimeError, _Interrupted):
+        if not pending:
+            raise
+    finally:
+        sys.stderr = saved_stderr
+        for s in sigs:
+            signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
+    if pending:
+        for s in pending:
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)  # a cancel flag, or KeyboardInterrupt
+            elif handler == signal.SIG_DFL and s == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), s)  # the default action: SIGTERM ends the process
+        raise Cancelled("N4 bias-field correction cancelled")
+
+
 def fit_log_bias_field(
     array: np.ndarray,
     spacing: Sequence[float],
@@ -217,7 +271,8 @@ def fit_log_bias_field(
     if cancel is not None and cancel():
         raise Cancelled("N4 bias-field correction cancelled")
     report(0.0, "N4 fitting")
-    n4.Execute(small_image, small_mask_image)
+    with interruptible():  # Ctrl-C inside the callback would become a RuntimeError
+        n4.Execute(small_image, small_mask_image)
     if cancel is not None and cancel():
         raise Cancelled("N4 bias-field correction cancelled")
 

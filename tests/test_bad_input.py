@@ -22,6 +22,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -31,6 +32,8 @@ import SimpleITK as sitk
 
 from spineseg.cli import main
 from test_inference_fixtures import random_model  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -257,6 +260,20 @@ def bad_checkpoint_run(d: Path) -> Path:
     return run
 
 
+_HOLD = ("import sys, time; from pathlib import Path; from spineseg.training.run_lock import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)")
+
+
+def locked_run(d: Path) -> Path:
+    """A run folder another training holds (a second process with the lock)."""
+    run = d / "busy_run"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    _FAULT.setdefault("procs", []).append(proc)  # type: ignore[union-attr]
+    assert proc.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+    return run
+
+
 def _filled(d: Path, name: str, free: int, old: bool = False) -> Path:
     """A folder on a filesystem with ``free`` bytes left (a tmpfs), or a folder with injected short writes."""
     folder = d / name
@@ -301,7 +318,7 @@ INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
     image, image_nrrd, image_folder, earlier_results, short_nii, short_niigz, huge_claim, nan_nii, huge_values,
     sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, dicom_junk, data, model_wide,
     model_huge_window, model_unknown_arch, model_onnx_absolute, model_onnx_parent, model_onnx_no_sha, train_run,
-    corrupt_config_run, bad_checkpoint_run, full, nearly_full, old_result)}
+    corrupt_config_run, bad_checkpoint_run, locked_run, full, nearly_full, old_result)}
 _FAULT: Dict[str, object] = {}
 
 # ----------------------------------------------------------------------------- the table
@@ -363,6 +380,9 @@ CASES = [
     ("train-resume-bad-checkpoint", f"train {{data}} -o {{bad_checkpoint_run}} {RESUME} --resume", 2,
      "cannot read checkpoint"),
     ("cv-too-few-cases", "cv {data} -o {out} --folds 5 --no-n4", 2, "2 cases are fewer than 5 folds"),
+    # several inputs: all checked before the first case, so earlier results survive (B3)
+    ("segment-folder-one-bad-input-overwrite", f"{SEG} {{image_folder}} -o {{earlier_results}} --overwrite", 2,
+     "c.nii: truncated NIfTI"),
     ("phantom-size-1e5-cubed", "phantom -o {out} --size 100000 100000 100000", 2, "voxels is more than"),
 ]
 
@@ -395,6 +415,9 @@ def fault(monkeypatch):
 
     monkeypatch.setattr("spineseg.io.sitk.WriteImage", short_write)
     yield _FAULT
+    for proc in _FAULT.get("procs") or []:
+        proc.kill()
+        proc.wait(timeout=30)
     for folder in reversed(_FAULT.get("mounts") or []):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=20)
     _FAULT.clear()
@@ -460,3 +483,74 @@ def test_all_background_labels_warn(tmp_path):
 
     with pytest.warns(UserWarning, match="every label map is all background"):
         validate_cases(find_cases(background_data(tmp_path)), [1, 2, 3])
+
+
+def test_late_failure_restores_replaced_results(tmp_path, random_model, monkeypatch, capsys):
+    """A failure after some outputs replaced earlier results puts those results back (never deletes them)."""
+    import spineseg.io
+
+    inputs, results = image_folder(tmp_path), earlier_results(tmp_path)
+    (inputs / "c.nii").unlink()
+    before = _snapshot(results)
+    real, calls = spineseg.io.write_image, []
+
+    def fail_second(image, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise spineseg.errors.InputError(f"{path}: cannot write image (injected); check free space")
+        return real(image, path, **kwargs)
+
+    monkeypatch.setattr(spineseg.io, "write_image", fail_second)
+    rc = main(["segment", str(inputs), "-o", str(results), "--model", str(random_model), "--device", "cpu",
+               "--overwrite"])
+    assert rc == 2 and "injected" in capsys.readouterr().err and len(calls) == 2
+    assert _snapshot(results) == before  # a_seg was replaced, then put back; no backup left
+
+
+@pytest.mark.parametrize("command,presses", [("n4", 1), ("segment", 2)])
+def test_ctrl_c_during_n4_exits_130(tmp_path, random_model, command, presses):
+    """SimpleITK turns Ctrl-C inside N4's progress callback into a RuntimeError: it must still be a cancel
+    (exit 130, no traceback, nothing written). In segment the first Ctrl-C asks to stop at the next
+    batch and the second stops at once."""
+    import signal
+    import time
+
+    big = tmp_path / "big.nii.gz"
+    sitk.WriteImage(_mr(size=(160, 160, 24)), str(big))
+    out = tmp_path / "out"
+    argv = {"n4": ["n4", str(big), "-o", str(out / "n4.nii.gz"), "--shrink", "1", "--iterations", "400,400,400",
+                   "--convergence", "0"],
+            "segment": ["segment", str(big), "-o", str(out / "seg.nii.gz"), "--model", str(random_model),
+                        "--device", "cpu", "--n4", "--n4-shrink", "1"]}[command]
+    proc = subprocess.Popen([sys.executable, "-m", "spineseg", *argv, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if "N4 level" in line:  # inside N4's fit
+            break
+    for _ in range(presses):
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "RuntimeError" not in stderr, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["exit_code"] == 130
+    assert not out.exists()
+
+
+def test_ctrl_c_inside_n4_is_a_keyboard_interrupt():
+    """The same N4 fit runs in train/cv preprocessing: Ctrl-C there must stay a KeyboardInterrupt (exit 130)."""
+    import signal
+    import threading
+
+    from spineseg.preprocessing import n4_correct
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            n4_correct(_mr(size=(160, 160, 24)), shrink=1, iterations=[400, 400, 400], convergence=0.0)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)

@@ -1,8 +1,9 @@
 """``spineseg segment``: label spine structures in MR volumes with a SpineSeg model.
 
-All-or-nothing: every output is checked before any work starts, and on an error
-or a cancel the outputs this run already wrote are removed again, so a failed
-run leaves the output location as it found it.
+All-or-nothing: every input and output is checked before the first case runs, and
+on an error or a cancel the outputs this run already wrote are removed again and
+the files they replaced (``--overwrite``) put back, so a failed run leaves the
+output location as it found it.
 """
 from __future__ import annotations
 
@@ -160,14 +161,18 @@ def run(args: argparse.Namespace) -> int:
     from spineseg.progress import Reporter
 
     reporter = Reporter(json_mode=args.json, label="segment")
+    from spineseg.io import Replacements
+
     cancel = _CancelFlag()
-    written: List[Path] = []
+    written = Replacements()
     created_dirs: List[Path] = []
     try:
         results = _segment_all(args, reporter, cancel, written, created_dirs)
     except BaseException:
         _rollback(written, created_dirs)  # the CLI reports the error (and its JSON event)
         raise
+    else:
+        written.commit()
     finally:
         cancel.restore()
         reporter.close()
@@ -180,12 +185,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollback(written: List[Path], created_dirs: List[Path]) -> None:
-    for path in written:
-        try:
-            path.unlink()
-        except OSError:
-            pass
+def _rollback(written, created_dirs: List[Path]) -> None:
+    written.rollback()  # earlier results put back, new files removed
     for folder in reversed(created_dirs):
         try:
             folder.rmdir()  # only if still empty
@@ -193,7 +194,7 @@ def _rollback(written: List[Path], created_dirs: List[Path]) -> None:
             pass
 
 
-def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], created_dirs: List[Path]) -> List[Dict[str, Any]]:
+def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
     from spineseg.inference import InferenceOptions, load, segment_image
     from spineseg.io import image_extension, list_inputs, read_image, write_image
 
@@ -227,6 +228,9 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
         level_plans = plan_level_outputs([p[0] for p in planned], inputs, overwrite=args.overwrite)
     created_dirs.extend(reversed(missing))  # made by the first write; the rollback removes them if empty
     model_path = _model_path(args)
+    checked = [read_image(src) for src in inputs[:1]]  # every input is checked before the first case runs;
+    for src in inputs[1:]:  # one image held at a time: the first is kept for its case
+        read_image(src)
     cancel.install()
     backend = load(model_path, options)
     if level_plans[0] is not None:
@@ -237,7 +241,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
     n = len(inputs)
     for i, (src, (label_path, prob_path, overlay_path), level_paths) in enumerate(zip(inputs, planned, level_plans)):
         t0 = time.perf_counter()
-        image = read_image(src)
+        image = checked.pop() if checked else read_image(src)
 
         def progress(fraction: float, message: str, _i=i, _name=src.name) -> None:
             reporter((_i + fraction) / n, f"{_name}: {message}" if n > 1 else message)
@@ -247,11 +251,11 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
             from spineseg.errors import Cancelled
 
             raise Cancelled("segmentation cancelled")
+        written.add(label_path)
         write_image(result.label, label_path, overwrite=args.overwrite)
-        written.append(label_path)
         if prob_path is not None and result.probabilities is not None:
+            written.add(prob_path)
             write_image(result.probabilities, prob_path, overwrite=args.overwrite)
-            written.append(prob_path)
         levels = None
         if level_paths is not None:
             from spineseg.levels import read_levels
@@ -260,10 +264,12 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written: List[Path], creat
 
             levels = read_levels(result.label)
             levels.review = review_case(levels, result.label, result.uncertainty)
-            write_level_outputs(levels, result.label, level_paths, overwrite=args.overwrite, written=written)
+            for path in level_paths.all():
+                written.add(path)  # before writing: a replaced file is kept for the rollback
+            write_level_outputs(levels, result.label, level_paths, overwrite=args.overwrite, written=[])
         if overlay_path is not None:
+            written.add(overlay_path)
             _write_overlay(image, result, overlay_path, title=src.name, overwrite=args.overwrite, levels=levels)
-            written.append(overlay_path)
         entry: Dict[str, Any] = {
             "input": str(src), "output": str(label_path),
             "classes": [c.to_dict() for c in result.classes],
