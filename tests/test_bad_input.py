@@ -248,7 +248,7 @@ RESUME = "--no-n4 --epochs 2 --device cpu"
 def bad_checkpoint_run(d: Path) -> Path:
     """A run folder whose settings match the command line below but whose checkpoint is damaged."""
     from spineseg.cli import build_parser
-    from spineseg.training.options import config_from_args
+    from spineseg.commands.training_args import config_from_args
 
     run = d / "bad_ckpt_run"
     args = build_parser().parse_args(["train", str(data(d)), "-o", str(run), *RESUME.split(), "--resume"])
