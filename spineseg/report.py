@@ -370,12 +370,10 @@ def _best_worst(cases: Mapping[str, Mapping[str, Any]]) -> Tuple[Optional[str], 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        from spineseg.errors import InputError
 
         raise InputError(f"{out_dir}: exists and is not a folder; give a folder for the report")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        from spineseg.errors import InputError
 
         clash = [n for n in REPORT_FILES + ("per_fold_dsc.png", "learning_curves.png") if (out_dir / n).exists()]
         clash += [p.name for p in out_dir.glob("overlay_*.png") if _OVERLAY_RE.match(p.name)]
@@ -602,7 +600,6 @@ def write_ablation_report(out_dir: PathLike, results: Mapping[str, Mapping[str, 
     if not overwrite:
         clash = [n for n in ABLATION_FILES.values() if (out / n).exists()]
         if clash:
-            from spineseg.errors import InputError
 
             raise InputError(f"{out / clash[0]}: output exists; pass --overwrite or choose another folder")
     rows = ablation_rows(results, classes, digits)
