@@ -29,7 +29,7 @@ def test_time_budget_option_lifts_the_epoch_cap_and_is_checked(capsys):
     import argparse
 
     from spineseg.cli import main
-    from spineseg.training.options import add_common_arguments, config_from_args
+    from spineseg.commands.training_args import add_common_arguments, config_from_args
     from spineseg.training.presets import BUDGET_EPOCH_CAP
 
     parser = argparse.ArgumentParser()
@@ -46,7 +46,8 @@ def test_time_budget_option_lifts_the_epoch_cap_and_is_checked(capsys):
 def _setup(tmp_path, budget_min: float):
     from spineseg.preprocessing import PreprocessingConfig
     from spineseg.training.presets import preset_config
-    from spineseg.training.runner import build_header, inference_info, model_classes, model_spacing, prepare_data
+    from spineseg.inference.backends import ModelInfo
+    from spineseg.training.runner import build_header, model_classes, model_spacing, prepare_data
     from spineseg.training.validation import Validator
 
     data = write_toy_cases(tmp_path / "data", 3)
@@ -57,7 +58,7 @@ def _setup(tmp_path, budget_min: float):
     train_cases = {c: cases[c] for c in ("case00", "case01")}
     spacing = model_spacing(list(train_cases.values()), cfg)
     header = build_header(cfg, model_classes(cfg), None, name="t", spacing=spacing, metrics={}, training={})
-    validator = Validator({"case02": cases["case02"].source()}, cfg, inference_info(header, tmp_path / "run" / "model"))
+    validator = Validator({"case02": cases["case02"].source()}, cfg, ModelInfo(tmp_path / "run" / "model", header))
     return cfg, train_cases, validator, model_classes(cfg)
 
 
