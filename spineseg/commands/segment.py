@@ -15,21 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import SimpleITK as sitk
-
-from spineseg import modelfile, report
-from spineseg.errors import Cancelled, InputError
-from spineseg.geometry import CanonicalFrame
-from spineseg.inference import InferenceOptions, load, segment_image
 from spineseg.inference.backends import BACKENDS
-from spineseg.inference.sliding import DEFAULT_OVERLAP
-from spineseg.io import (Replacements, check_writable, image_extension, list_inputs, read_image,
-                         refuse_input_as_output, strip_image_extension, write_image)
-from spineseg.levels import read_levels
-from spineseg.levels.outputs import check_classes, plan_level_outputs, write_level_outputs
-from spineseg.levels.review import review_case
-from spineseg.levels.segments import level_classes
-from spineseg.progress import Reporter
 
 NAME = "segment"
 HELP = "Segment vertebrae, discs and the spinal canal in sagittal MR volumes."
@@ -39,6 +25,8 @@ OVERLAY_SUFFIX = "_overlay.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spineseg.inference.sliding import DEFAULT_OVERLAP
+    from spineseg.inference import InferenceOptions
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images or DICOM series folders")
     parser.add_argument("-o", "--output", required=True,
@@ -79,12 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _probability_path(label_path: Path) -> Path:
+    from spineseg.io import image_extension, strip_image_extension
 
     ext = image_extension(label_path) or ".nii.gz"
     return label_path.with_name(strip_image_extension(label_path) + PROB_SUFFIX + ext)
 
 
 def _overlay_path(label_path: Path) -> Path:
+    from spineseg.io import strip_image_extension
 
     return label_path.with_name(strip_image_extension(label_path) + OVERLAY_SUFFIX)
 
@@ -95,6 +85,8 @@ Planned = Tuple[Path, Optional[Path], Optional[Path]]  # label map, probabilitie
 def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwrite: bool,
                  overlay: bool = False) -> List[Planned]:
     """Output label (probability, overlay) paths per input; checks they can all be written before any work."""
+    from spineseg.errors import InputError
+    from spineseg.io import check_writable, image_extension, refuse_input_as_output, strip_image_extension
 
     out = Path(output)
     if len(inputs) == 1 and image_extension(out) and not out.is_dir():
@@ -149,14 +141,16 @@ class _CancelFlag:
 
 
 def _model_path(args: argparse.Namespace) -> Path:
+    from spineseg.errors import InputError
 
     if args.model:
         path = Path(args.model)
         if not path.exists():
             raise InputError(f"{path}: model not found; give a SpineSeg model folder (with model.json)")
         return path
+    from spineseg import modelfile
 
-    default = modelfile.default_model_path()
+    default = modelfile.default_model_path() if hasattr(modelfile, "default_model_path") else None
     if default is None:
         raise InputError("no model given and no bundled default model is installed; pass --model DIR "
                          "(a folder with model.json, e.g. made by 'spineseg train')")
@@ -164,8 +158,10 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spineseg.progress import Reporter
 
     reporter = Reporter(json_mode=args.json, label="segment")
+    from spineseg.io import Replacements
 
     cancel = _CancelFlag()
     written = Replacements()
@@ -199,6 +195,8 @@ def _rollback(written, created_dirs: List[Path]) -> None:
 
 
 def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
+    from spineseg.inference import InferenceOptions, load, segment_image
+    from spineseg.io import image_extension, list_inputs, read_image, write_image
 
     options = InferenceOptions(
         device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink,
@@ -216,13 +214,16 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
         missing.append(probe)
         probe = probe.parent
     if args.overlay:
+        from spineseg.report import matplotlib_available
+        from spineseg.errors import InputError
 
-        if not report.matplotlib_available():
+        if not matplotlib_available():
             raise InputError("--overlay needs matplotlib; install it with: pip install 'spineseg[report]'")
     planned = plan_outputs(inputs, args.output, probabilities=args.probabilities, overwrite=args.overwrite,
                            overlay=args.overlay)
     level_plans: List[Any] = [None] * len(planned)
     if getattr(args, "levels", False):
+        from spineseg.levels.outputs import plan_level_outputs
 
         level_plans = plan_level_outputs([p[0] for p in planned], inputs, overwrite=args.overwrite)
     created_dirs.extend(reversed(missing))  # made by the first write; the rollback removes them if empty
@@ -233,6 +234,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
     cancel.install()
     backend = load(model_path, options)
     if level_plans[0] is not None:
+        from spineseg.levels.outputs import check_classes
 
         check_classes([] if args.binary else backend.info.classes)
     results = []
@@ -246,6 +248,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
 
         result = segment_image(image, backend, options=options, progress=progress, cancel=cancel)
         if cancel():
+            from spineseg.errors import Cancelled
 
             raise Cancelled("segmentation cancelled")
         written.add(label_path)
@@ -255,6 +258,9 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
             write_image(result.probabilities, prob_path, overwrite=args.overwrite)
         levels = None
         if level_paths is not None:
+            from spineseg.levels import read_levels
+            from spineseg.levels.outputs import write_level_outputs
+            from spineseg.levels.review import review_case
 
             levels = read_levels(result.label)
             levels.review = review_case(levels, result.label, result.uncertainty)
@@ -289,15 +295,19 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
 def _write_overlay(image, result, path: Path, *, title: str, overwrite: bool, levels=None) -> None:
     """The input and its labels on one slice, in the canonical frame (superior up, anterior left);
     with the per-level read-out, each level in its own colour with its name."""
+    import SimpleITK as sitk
 
+    from spineseg.geometry import CanonicalFrame
+    from spineseg.report import plot_segmentation
 
     frame = result.frame or CanonicalFrame.of(image, warn=False)
     canon_image = frame.to_canonical(sitk.GetArrayFromImage(image))
     if levels is not None:
+        from spineseg.levels.segments import level_classes
 
-        report.plot_segmentation(canon_image, levels.canonical_labels, level_classes(levels.structures), path, title=title,
+        plot_segmentation(canon_image, levels.canonical_labels, level_classes(levels.structures), path, title=title,
                           spacing=frame.canonical_spacing, overwrite=overwrite, label_names=True)
         return
     canon_label = frame.to_canonical(sitk.GetArrayFromImage(result.label))
-    report.plot_segmentation(canon_image, canon_label, result.classes, path, title=title,
+    plot_segmentation(canon_image, canon_label, result.classes, path, title=title,
                       spacing=frame.canonical_spacing, overwrite=overwrite)
