@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from spineseg.labels import ClassInfo
 from spineseg.metrics import METRIC_LABELS
 from spineseg.moduleslogic.run_folder import run_config
+from spineseg.moduleslogic.values import number
 from spineseg.report import ABLATION_FILES, CONFUSION_FIGURE, METRICS_JSON, REPORT_MD, ablation_rows
 from spineseg.training import run_layout as layout
 
@@ -33,16 +34,9 @@ class ResultsTable:
         return [[r["metric"], r["structure"]] + list(r["cells"]) for r in self.rows]
 
 
-def _number(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return x if math.isfinite(x) else float("nan")
-
 
 def _cell(mean: Any, std: Any, digits: int = 3) -> str:
-    m, s = _number(mean), _number(std)
+    m, s = number(mean), number(std)
     if math.isnan(m):
         return "n/a"
     return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"

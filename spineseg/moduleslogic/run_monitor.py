@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from spineseg.moduleslogic.process import format_eta
 from spineseg.moduleslogic.run_folder import RunInfo
 from spineseg.moduleslogic.training_command import TrainingOptions, options_of_run
+from spineseg.moduleslogic.values import number
 from spineseg.progress import parse_json_line
 from spineseg.training import run_layout as layout
 
@@ -31,7 +32,7 @@ class CurveSeries:
 
     def add(self, epoch: int, loss: Optional[float], val_dsc: Optional[float]) -> None:
         """Record one epoch; a repeated epoch (after a resume) replaces the old value."""
-        value_loss, value_dsc = _number(loss), _number(val_dsc)
+        value_loss, value_dsc = number(loss), number(val_dsc)
         if epoch in self.epochs:
             i = self.epochs.index(epoch)
             self.loss[i], self.val_dsc[i] = value_loss, value_dsc
@@ -47,14 +48,6 @@ class CurveSeries:
     def columns(self) -> Tuple[List[str], List[List[float]]]:
         """Table columns for a plot: epoch, loss, validation DSC (NaN where not measured)."""
         return ["epoch", "loss", "val_dsc"], [[float(e) for e in self.epochs], list(self.loss), list(self.val_dsc)]
-
-
-def _number(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return x if math.isfinite(x) else float("nan")
 
 
 def _int(value: Any) -> Optional[int]:
@@ -134,11 +127,11 @@ class RunMonitor:
             unit = list(self.series).index(key)
             self._advance((unit + min(1.0, epoch / epochs)) / self.units)
         if event.get("eta_s") is not None and self.units == 1 and not self.cli_progress:
-            self.last_event_eta = (_number(event.get("eta_s")), self.clock())
+            self.last_event_eta = (number(event.get("eta_s")), self.clock())
         parts = [f"{series.label}: epoch {epoch}" + (f"/{epochs}" if epochs else "")]
         for name, label, fmt in (("loss", "loss", "{:.4f}"), ("val_dsc", "val DSC", "{:.3f}"),
                                  ("lr", "lr", "{:.2e}"), ("windows_per_s", "windows/s", "{:.1f}")):
-            value = _number(event.get(name))
+            value = number(event.get(name))
             if not math.isnan(value):
                 parts.append(f"{label} {fmt.format(value)}")
         return ", ".join(parts)
@@ -146,17 +139,17 @@ class RunMonitor:
     def _fold_line(self, event: Mapping[str, Any]) -> str:
         model, fold = self._key(event)
         text = f"{model} fold {fold + 1}" if fold is not None else model
-        values = [f"{k} {_number(event[k]):.3f}" for k in ("dsc", "val_dsc", "mean_dsc") if k in event]
+        values = [f"{k} {number(event[k]):.3f}" for k in ("dsc", "val_dsc", "mean_dsc") if k in event]
         return f"{text} finished" + (f": {', '.join(values)}" if values else "")
 
     def _progress(self, event: Mapping[str, Any]) -> str:
         """Progress events (the CLI's fraction of the whole run) move the bar; they are too
         frequent for the log, so they set ``message`` and return ""."""
-        fraction = _number(event.get("fraction"))
+        fraction = number(event.get("fraction"))
         if not math.isnan(fraction):
             self.cli_progress = True
             self._advance(fraction)
-        eta = _number(event.get("eta_s"))
+        eta = number(event.get("eta_s"))
         if not math.isnan(eta):  # the CLI's estimate for the whole run
             self.last_event_eta = (eta, self.clock())
         message = str(event.get("message") or "")
