@@ -125,14 +125,19 @@ def table(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_case_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
+    """The model, data, output, case and thick-slice arguments every held-out evaluation script takes."""
     p.add_argument("model", type=Path, help="model folder")
     p.add_argument("data", type=Path, help="folder of <case>_image/<case>_label pairs")
-    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help=output_help)
     p.add_argument("--cases", nargs="+", help="case ids (default: the model's validation cases)")
     p.add_argument("--thick-mm", type=float, default=4.4, help="simulated slice thickness (default 4.4)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_case_arguments(p, "report folder")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in OUTPUT")
     p.add_argument("--record", action="store_true",
                    help="also store the results in the model's header (model.json: metrics.heldout)")

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_model import canonical, thick_version  # noqa: E402
+from evaluate_model import add_case_arguments, canonical, thick_version  # noqa: E402
 from spineseg.errors import InputError  # noqa: E402
 from spineseg.inference import tta  # noqa: E402
 
@@ -176,12 +176,7 @@ def review_table(result: Dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model", type=Path, help="model folder")
-    p.add_argument("data", type=Path, help="folder of <case>_image/<case>_label pairs")
-    p.add_argument("-o", "--output", type=Path, required=True, help="folder for tta.json")
-    p.add_argument("--cases", nargs="+", help="case ids (default: the model's validation cases)")
-    p.add_argument("--thick-mm", type=float, default=4.4, help="simulated slice thickness (default 4.4)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    add_case_arguments(p, "folder for tta.json")
     p.add_argument("--flip-sets", nargs="+", choices=tuple(FLIP_SETS), default=list(FLIP_SETS),
                    help=f"flip sets to compare (default all; {REVIEWED!r} is the one reviewed)")
     p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS),

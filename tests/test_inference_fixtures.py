@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -28,6 +28,16 @@ def small_phantom(seed: int, **kwargs) -> Tuple[sitk.Image, sitk.Image]:
 
     ph = make_phantom(size=SMALL_SIZE, spacing=SMALL_SPACING, seed=seed, **kwargs)
     return ph.image, ph.label
+
+
+def phantom_cases(folder: Path, seeds: Sequence[int]) -> Path:
+    """``folder`` holding ``ph<seed>_image.nii.gz`` / ``ph<seed>_label.nii.gz`` small phantom pairs (a data folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        image, label = small_phantom(seed)
+        sitk.WriteImage(image, str(folder / f"ph{seed}_image.nii.gz"))
+        sitk.WriteImage(label, str(folder / f"ph{seed}_label.nii.gz"))
+    return folder
 
 
 def save_tiny(path: Path, network, *, task: str = "multiclass", window=(12, 64, 64), dtype: str = "float32") -> Path:

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from script_modules import load_script
-from test_inference_fixtures import small_phantom, trained_model  # noqa: F401  (fixture)
+from test_inference_fixtures import phantom_cases, small_phantom, trained_model  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,7 @@ def test_thick_version_averages_slices_and_keeps_central_labels(script):
 
 
 def test_evaluates_thin_and_thick_and_writes_reports(script, trained_model, tmp_path, capsys):  # noqa: F811
-    data = tmp_path / "data"
-    data.mkdir()
-    for seed in (3, 4):
-        image, label = small_phantom(seed)
-        sitk.WriteImage(image, str(data / f"ph{seed}_image.nii.gz"))
-        sitk.WriteImage(label, str(data / f"ph{seed}_label.nii.gz"))
+    data = phantom_cases(tmp_path / "data", (3, 4))
     out = tmp_path / "eval"
     import shutil
 

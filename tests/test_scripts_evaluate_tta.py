@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from script_modules import load_script
-from test_inference_fixtures import small_phantom, trained_model  # noqa: F401  (fixture)
+from test_inference_fixtures import phantom_cases, trained_model  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,7 @@ def test_flip_sets_match_segment(script, trained_model, tmp_path, capsys):  # no
     from spineseg.metrics import case_metrics
     from spineseg.modelfile import read_header
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for seed in (3, 4):
-        image, label = small_phantom(seed)
-        sitk.WriteImage(image, str(data / f"ph{seed}_image.nii.gz"))
-        sitk.WriteImage(label, str(data / f"ph{seed}_label.nii.gz"))
+    data = phantom_cases(tmp_path / "data", (3, 4))
     out = tmp_path / "eval"
     assert script.main([str(trained_model), str(data), "-o", str(out), "--cases", "ph3", "ph4",
                         "--thick-mm", "8.8"]) == 0
