@@ -271,6 +271,8 @@ def locked_run(d: Path) -> Path:
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     _FAULT.setdefault("procs", []).append(proc)  # type: ignore[union-attr]
     assert proc.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+    (run / "config.json").write_text(json.dumps({"model": "hybrid", "seed": 7}))  # what that run wrote so far
+    (run / "log.jsonl").write_text('{"epoch": 1}\n')
     return run
 
 
@@ -380,6 +382,13 @@ CASES = [
     ("train-resume-bad-checkpoint", f"train {{data}} -o {{bad_checkpoint_run}} {RESUME} --resume", 2,
      "cannot read checkpoint"),
     ("cv-too-few-cases", "cv {data} -o {out} --folds 5 --no-n4", 2, "2 cases are fewer than 5 folds"),
+    # a run folder another training holds (B5): refused at once, its files untouched
+    ("train-run-folder-in-use", "train {data} -o {locked_run} --no-n4", 2,
+     "another training is using this run folder (pid"),
+    ("train-resume-run-folder-in-use", "train {data} -o {locked_run} --no-n4 --resume", 2,
+     "another training is using this run folder (pid"),
+    ("cv-run-folder-in-use", "cv {data} -o {locked_run} --folds 2 --no-n4", 2,
+     "another training is using this run folder (pid"),
     # several inputs: all checked before the first case, so earlier results survive (B3)
     ("segment-folder-one-bad-input-overwrite", f"{SEG} {{image_folder}} -o {{earlier_results}} --overwrite", 2,
      "c.nii: truncated NIfTI"),

@@ -103,11 +103,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         if ev["event"] == "epoch" and ev["epoch"] == 1:
             seen_epoch1 = True
         elif seen_epoch1 and ev["event"] == "progress":  # a step of epoch 2 has run
+            os.kill(proc.pid, signal.SIGSTOP)  # paused mid-run, still holding its run folder
+            busy = _second_run(data, tmp_path / "b")
             os.kill(proc.pid, signal.SIGKILL)
             killed = True
             break
     proc.wait(timeout=60)
     assert killed and proc.returncode == -signal.SIGKILL
+    assert busy[0] == 2 and f"(pid {proc.pid} on " in busy[1] and len(busy[1].strip().splitlines()) == 1, busy
+    assert (tmp_path / "b" / "run.lock").is_file()  # the killed run's lock file stays; it must not block --resume
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file() and not (tmp_path / "b" / "model").exists()
 
     resumed = subprocess.run(_cmd(data, tmp_path / "b", "--resume"), env=_env(), capture_output=True, text=True,
@@ -126,6 +130,21 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in log] == [1, 2, 3]
     for name in ("config.json", "split.json", "environment.json"):
         assert (tmp_path / "b" / name).is_file()
+    assert not (tmp_path / "b" / "run.lock").exists()
+
+
+def _second_run(data: Path, run: Path):
+    """A second training into ``run``, in this process (an OS lock is per open file, so this process
+    contends like any other): (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from spineseg.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["train", str(data), "-o", str(run), "--no-n4", "--resume"])
+    return rc, err.getvalue()
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from spineseg.commands.training_args import PREP_SHARE, add_common_arguments, config_from_args, prepare
@@ -12,7 +13,8 @@ from spineseg.networks import ABLATION_SET
 from spineseg.progress import Reporter
 from spineseg.training.crossval import run_cv
 from spineseg.training.data import find_cases, kfold_split
-from spineseg.training.run_layout import CACHE
+from spineseg.training.run_layout import has_results
+from spineseg.training.run_lock import run_lock
 
 NAME = "cv"
 HELP = "k-fold cross-validation of one or more architectures; per-model reports and the ablation table."
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="cv")
     main = int(os.environ.get("RANK", "0")) == 0
+    held = ExitStack()  # the run folder's lock, rank 0 only, for the whole run
     try:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         if not models or len(set(models)) != len(models):
@@ -35,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         configs = [config_from_args(args, m) for m in models]  # checks every name before any work
         base = configs[0]
         out = Path(args.output)
-        if main and not args.resume and out.exists() and any(p.name != CACHE for p in out.iterdir()):
+        if main:
+            held.enter_context(run_lock(out))
+        if main and not args.resume and has_results(out):
             raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
         kfold_split([c.id for c in find_cases(args.data)], args.folds, base.seed)  # too few cases: before any caching
         prepared = prepare(args, base, reporter)
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                         progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                         command=[sys.argv[0]] + sys.argv[1:])
     finally:
+        held.close()
         reporter.close()  # errors and their JSON event: spineseg.cli
     if main:
         summary = {m: p["mean_dsc"] for m, p in result["pooled"].items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from spineseg.commands.training_args import PREP_SHARE, add_common_arguments, config_from_args, prepare
@@ -12,6 +13,7 @@ from spineseg.progress import Reporter
 from spineseg.report import REPORT_MD
 from spineseg.training.data import train_val_split
 from spineseg.training.run_layout import VALIDATION
+from spineseg.training.run_lock import run_lock
 from spineseg.training.runner import check_run_folder, run_training
 
 NAME = "train"
@@ -29,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="train")
     main = int(os.environ.get("RANK", "0")) == 0
+    held = ExitStack()  # the run folder's lock, rank 0 only, for the whole run
     try:
         if not 0.0 <= args.val_fraction < 1.0:
             raise InputError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1)")
         config = config_from_args(args, args.model)
         run_dir = Path(args.output)
         if main:
+            held.enter_context(run_lock(run_dir))
             check_run_folder(run_dir, config, resume=args.resume)
         prepared = prepare(args, config, reporter)
         train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                               progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                               command=[sys.argv[0]] + sys.argv[1:])
     finally:
+        held.close()
         reporter.close()  # errors and their JSON event: spineseg.cli
     if main:
         hist = result["history"]

@@ -9,7 +9,7 @@ A train run: ``config.json`` (the resolved configuration), ``split.json``,
 of the validation cases). A cv run: ``config.json``, ``split.json``,
 ``environment.json``; per model ``<model>/fold<k>/`` (a train run plus ``fold.json``
 once the fold is finished) and ``<model>/report/``; with several models
-``ablation.json`` / ``.md`` / ``.csv``.
+``ablation.json`` / ``.md`` / ``.csv``. While a train or cv runs, ``run.lock`` names it.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ VALIDATION = "validation"
 CACHE = "cache"
 FOLD_RECORD = "fold.json"
 REPORT = "report"
+#: held by a running train/cv (spineseg.training.run_lock); not counted when a folder is checked for emptiness
+LOCK = "run.lock"
 
 
 def fold_dir(run: Path, model: str, fold: int) -> Path:
@@ -36,6 +38,12 @@ def fold_dir(run: Path, model: str, fold: int) -> Path:
 def model_report_dir(run: Path, model: str) -> Path:
     """The report over all folds of one model in a cv run."""
     return Path(run) / model / REPORT
+
+
+def has_results(run: Path) -> bool:
+    """Whether ``run`` holds anything of a run (the data cache and the lock file do not count)."""
+    run = Path(run)
+    return run.is_dir() and any(p.name not in (CACHE, LOCK) for p in run.iterdir())
 
 
 def last_checkpoint(run: Path) -> Path:

@@ -67,7 +67,7 @@ def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite:
 
             load_checkpoint(ckpt)
         return
-    if run.exists() and any(p.name != layout.CACHE for p in run.iterdir()) and not overwrite:
+    if layout.has_results(run) and not overwrite:
         raise InputError(f"{run}: run folder is not empty; pass --resume to continue it or choose a new folder")
 
 
