@@ -150,7 +150,7 @@ def _model_path(args: argparse.Namespace) -> Path:
         return path
     from spineseg import modelfile
 
-    default = modelfile.default_model_path() if hasattr(modelfile, "default_model_path") else None
+    default = modelfile.default_model_path()
     if default is None:
         raise InputError("no model given and no bundled default model is installed; pass --model DIR "
                          "(a folder with model.json, e.g. made by 'spineseg train')")
