@@ -147,6 +147,44 @@ def _second_run(data: Path, run: Path):
     return rc, err.getvalue()
 
 
+def test_resume_changes_separates_what_may_differ():
+    from spineseg.training.presets import resume_changes
+
+    old = {"epochs": 3, "workers": 2, "val_overlap": 0.5}
+    assert resume_changes(old, {**old}) == ([], [])
+    refused, notes = resume_changes({"epochs": 3, "workers": 2}, {"epochs": 4, "workers": 0, "val_overlap": 0.5})
+    assert refused == ["epochs"]
+    assert [n.split(" (")[0] for n in notes] == ["--resume uses workers = 0", "--resume uses val_overlap = 0.5"]
+    assert "no recorded value" in notes[1] and "started with 2" in notes[0]
+
+
+def test_resume_of_a_run_written_before_val_overlap(tmp_path, capsys):
+    """Run folders written before validation scored with segment's overlap hold no (or another)
+    val_overlap in config.json and in the checkpoint: --resume continues them, noting the value used."""
+    import torch
+
+    from spineseg.cli import main
+
+    data, run = write_toy_cases(tmp_path / "data", 3), tmp_path / "run"
+    argv = _cmd(data, run)[3:]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["val_overlap"] == 0.5
+    del config["val_overlap"]
+    (run / "config.json").write_text(json.dumps(config))
+    ckpt = torch.load(str(run / "checkpoints" / "last.pt"), weights_only=True)
+    ckpt["config"]["val_overlap"] = 0.25
+    torch.save(ckpt, str(run / "checkpoints" / "last.pt"))
+    capsys.readouterr()
+
+    assert main(argv + ["--resume"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spineseg: warning: --resume uses val_overlap = 0.5 (the run started with 0.25)" in err, err
+    assert json.loads((run / "config.json").read_text())["val_overlap"] == 0.5
+    assert json.loads((run / "model" / "model.json").read_text())["training"]["config"]["val_overlap"] == 0.5
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     from spineseg.cli import main
 

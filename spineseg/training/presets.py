@@ -7,8 +7,9 @@ import torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from spineseg.errors import InputError
 from spineseg.inference.sliding import DEFAULT_OVERLAP
@@ -16,6 +17,13 @@ from spineseg.inference.sliding import DEFAULT_OVERLAP
 PRESETS = ("paper", "default")
 LOSSES = ("mse", "dicece")
 SCHEDULES = ("step", "cosine", "poly")
+#: settings a ``--resume`` may change, and why that is safe: they do not change the weights a run trains
+#: (the validation overlap follows ``spineseg segment``; run folders written before it was 0.5 hold 0.25
+#: or no value). The resumed run uses the value given now.
+RESUME_MAY_CHANGE = {
+    "workers": "it changes data loading only",
+    "val_overlap": "it changes validation scoring only; the earlier epochs' val_dsc in log.jsonl keep the old value",
+}
 #: with a time budget: share of the budget spent warming up (when the preset warms up at all)
 BUDGET_WARMUP_FRACTION = 0.05
 #: with a time budget and no --epochs: the epoch cap, high enough that the clock always stops the run first
@@ -118,6 +126,20 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def resume_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """Compare the configuration a run was started with (``old``, from its folder) with this one.
+
+    Returns (the settings that differ and forbid a resume, one note per changed setting of
+    :data:`RESUME_MAY_CHANGE` naming the value used from now on).
+    """
+    new = json.loads(json.dumps(new))
+    refused = sorted(k for k in set(old) | set(new) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
+    notes = [f"--resume uses {key} = {new.get(key)!r} (the run started with "
+             f"{repr(old[key]) if key in old else 'no recorded value'}); {why}"
+             for key, why in RESUME_MAY_CHANGE.items() if old.get(key) != new.get(key)]
+    return refused, notes
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:

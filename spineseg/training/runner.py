@@ -21,7 +21,7 @@ from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
-from spineseg.training.presets import TrainConfig, thick_k
+from spineseg.training.presets import TrainConfig, resume_changes, thick_k
 from spineseg.training.trainer import environment_info, init_distributed, train
 
 EventFn = Callable[..., None]  # event(name, **fields)
@@ -56,8 +56,7 @@ def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite:
                              "start a new run folder") from None
         if not isinstance(old, dict):
             raise InputError(f"{cfg}: not a run configuration; the run cannot be resumed: start a new run folder")
-        new = json.loads(json.dumps(config.to_dict()))
-        diff = sorted(k for k in set(old) | set(new) if k != "workers" and old.get(k) != new.get(k))
+        diff, _ = resume_changes(old, config.to_dict())  # the notes: when the checkpoint is resumed
         if diff:
             raise InputError(f"{run}: --resume with different settings ({', '.join(diff)}) than the run was started "
                              "with; repeat the original options or start a new run folder")

@@ -19,12 +19,12 @@ a resumed run spends only what is left (the time of an epoch lost to a kill is n
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -37,7 +37,7 @@ from spineseg.labels import ClassInfo
 from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
 from spineseg.training import run_layout as layout
-from spineseg.training.presets import TrainConfig, budget_lr_factor, lr_factor
+from spineseg.training.presets import TrainConfig, budget_lr_factor, lr_factor, resume_changes
 from spineseg.training.sampling import WindowDataset
 from spineseg.training.validation import Validator
 
@@ -266,12 +266,13 @@ def _setup(config: TrainConfig, train_cases: Dict[str, CachedCase], run: Path, c
 def _resume(session: _Session) -> None:
     """Continue from the session's checkpoint: weights, optimiser, schedule, RNG states, history, clock."""
     ckpt = load_checkpoint(session.checkpoint)
-    old, new = dict(ckpt.get("config") or {}), json.loads(json.dumps(session.config.to_dict()))
-    old.pop("workers", None)
-    new.pop("workers", None)
-    if old != new:
-        raise InputError(f"{session.checkpoint}: checkpoint was written with a different configuration; "
-                         "resume with the same options or start a new run folder")
+    refused, notes = resume_changes(dict(ckpt.get("config") or {}), session.config.to_dict())
+    if refused:
+        raise InputError(f"{session.checkpoint}: checkpoint was written with a different configuration "
+                         f"({', '.join(refused)}); resume with the same options or start a new run folder")
+    if session.dist.main:
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
     session.net.load_state_dict(ckpt["model"])
     session.optimizer.load_state_dict(ckpt["optimizer"])
     session.scheduler.load_state_dict(ckpt["scheduler"])
