@@ -32,6 +32,8 @@ BACKEND_REQUIREMENTS = {
     "onnx": (Requirement("onnxruntime", "onnxruntime>=1.16"),),
     "torch": (Requirement("torch", "torch>=2.1", via_pytorch_utils=True), Requirement("monai", "monai>=1.3")),
 }
+#: what ``segment --levels`` needs beyond the backend (the ``levels`` extra): the .seg.nrrd writer
+LEVELS_REQUIREMENTS = (Requirement("slicerio", "slicerio>=1.4"),)
 
 #: installs PyTorch through the PyTorch extension: ``(version requirement, e.g. ">=2.1") -> installed?``
 TorchInstaller = Callable[[str], bool]
@@ -44,11 +46,14 @@ def _importable(module: str) -> bool:
         return False
 
 
-def missing_requirements(backend: str, *, importable: Callable[[str], bool] = _importable) -> List[Requirement]:
-    """The packages the chosen backend needs that this Python cannot import (found without importing them)."""
+def missing_requirements(backend: str, *, levels: bool = False,
+                         importable: Callable[[str], bool] = _importable) -> List[Requirement]:
+    """The packages the chosen backend (and the per-level read-out, with ``levels``) needs that this
+    Python cannot import (found without importing them)."""
     if backend not in BACKEND_REQUIREMENTS:
         raise ValueError(f"backend {backend!r}: use {' or '.join(BACKENDS)}")
-    return [r for r in (*CORE_REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]) if not importable(r.module)]
+    wanted = (*CORE_REQUIREMENTS, *BACKEND_REQUIREMENTS[backend], *(LEVELS_REQUIREMENTS if levels else ()))
+    return [r for r in wanted if not importable(r.module)]
 
 
 def restart_needed(installed: Sequence[Requirement], loaded_modules: Optional[Sequence[str]] = None) -> bool:
@@ -60,9 +65,10 @@ def restart_needed(installed: Sequence[Requirement], loaded_modules: Optional[Se
 
 
 def ensure_requirements(backend: str, util: Any, *, title: str, install_torch: Optional[TorchInstaller] = None,
-                        interactive: bool = True,
+                        interactive: bool = True, levels: bool = False,
                         importable: Callable[[str], bool] = _importable) -> bool:
-    """Offer to install what ``backend`` needs; never installs without a confirmation.
+    """Offer to install what ``backend`` (and, with ``levels``, the per-level read-out) needs; never
+    installs without a confirmation.
 
     ``util`` is ``slicer.util`` (``confirmOkCancelDisplay``, ``errorDisplay``,
     ``confirmYesNoDisplay``, ``tryWithErrorDisplay``, ``pip_install``, ``restart``);
@@ -70,7 +76,7 @@ def ensure_requirements(backend: str, util: Any, *, title: str, install_torch: O
     ``title`` names the asking module. Headless (``interactive=False``) it only logs what
     is missing. Returns True when everything is importable now.
     """
-    missing = missing_requirements(backend, importable=importable)
+    missing = missing_requirements(backend, levels=levels, importable=importable)
     if not missing:
         return True
     names = ", ".join(r.module for r in missing)
@@ -109,4 +115,4 @@ def ensure_requirements(backend: str, util: Any, *, title: str, install_torch: O
                 "them. Restart Slicer now to use the new ones?", windowTitle=title):
             util.restart()
         return False
-    return not missing_requirements(backend, importable=importable)
+    return not missing_requirements(backend, levels=levels, importable=importable)

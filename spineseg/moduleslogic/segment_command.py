@@ -16,6 +16,7 @@ class SegmentOptions:
     backend: str = "onnx"  # one of BACKENDS
     n4: Optional[bool] = None  # None: what the model header says
     n4_shrink: Optional[int] = None
+    levels: bool = False  # also the per-level read-out (--levels)
     overwrite: bool = False
     extra_args: List[str] = field(default_factory=list)  # further CLI options, passed as given
 
@@ -41,6 +42,8 @@ def segment_command(python: str, inputs: Sequence[str], output: str, options: Se
         argv.append("--n4" if options.n4 else "--no-n4")
     if options.n4_shrink is not None:
         argv += ["--n4-shrink", str(int(options.n4_shrink))]
+    if options.levels:
+        argv.append("--levels")
     if options.overwrite:
         argv.append("--overwrite")
     argv += list(options.extra_args)
