@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spineseg.errors import InputError  # noqa: E402
 from spineseg.geometry import CanonicalFrame  # noqa: E402
+from spineseg.modelfile import ModelHeader, read_header  # noqa: E402
 from spineseg.training.data import find_cases, read_case  # noqa: E402
 from spineseg.training.sampling import thick_slice_images  # noqa: E402
 
@@ -45,17 +46,10 @@ def canonical(image: sitk.Image) -> np.ndarray:
     return CanonicalFrame.of(image, warn=False).to_canonical(sitk.GetArrayFromImage(image))
 
 
-def evaluate(model: Path, data: Path, out: Path, *, cases: Optional[Sequence[str]], thick_mm: float,
-             backend: str, overwrite: bool, record: bool = False) -> Dict[str, Any]:
-    from spineseg.inference import InferenceOptions, load, segment_image
-    from spineseg.metrics import case_metrics, pool_metrics
-    from spineseg.modelfile import read_header
-    from spineseg.report import write_evaluation_report
-
-    if (out / "summary.json").exists() and not overwrite:
-        raise InputError(f"{out}: already holds an evaluation; pass --overwrite or choose another folder")
+def heldout_cases(model: Path, data: Path,
+                  cases: Optional[Sequence[str]]) -> Tuple[ModelHeader, List[str], Dict[str, Any]]:
+    """(model header, the case ids to score, id -> case of ``data``): ``cases``, else the model's validation cases."""
     header = read_header(model)
-    classes = list(header.classes)
     wanted = list(cases) if cases else list(header.training.get("validation_cases") or [])
     if not wanted:
         raise InputError(f"{model}: the model records no validation cases; pass --cases ID ...")
@@ -63,6 +57,19 @@ def evaluate(model: Path, data: Path, out: Path, *, cases: Optional[Sequence[str
     missing = [c for c in wanted if c not in available]
     if missing:
         raise InputError(f"{data}: cases {', '.join(missing)} not found; check --cases or the data folder")
+    return header, wanted, available
+
+
+def evaluate(model: Path, data: Path, out: Path, *, cases: Optional[Sequence[str]], thick_mm: float,
+             backend: str, overwrite: bool, record: bool = False) -> Dict[str, Any]:
+    from spineseg.inference import InferenceOptions, load, segment_image
+    from spineseg.metrics import case_metrics, pool_metrics
+    from spineseg.report import write_evaluation_report
+
+    if (out / "summary.json").exists() and not overwrite:
+        raise InputError(f"{out}: already holds an evaluation; pass --overwrite or choose another folder")
+    header, wanted, available = heldout_cases(model, data, cases)
+    classes = list(header.classes)
     trained_on = set(header.training.get("train_cases") or [])
     leaked = sorted(set(wanted) & trained_on)
     options = InferenceOptions(device="cpu", backend=backend)

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_model import add_case_arguments, canonical, thick_version  # noqa: E402
+from evaluate_model import add_case_arguments, canonical, heldout_cases, thick_version  # noqa: E402
 from spineseg.errors import InputError  # noqa: E402
 from spineseg.inference import tta  # noqa: E402
 
@@ -93,18 +93,10 @@ def evaluate(model: Path, data: Path, *, cases: Optional[Sequence[str]], thick_m
     from spineseg.levels import read_levels_canonical
     from spineseg.levels.review import review_case
     from spineseg.metrics import case_metrics
-    from spineseg.modelfile import read_header
-    from spineseg.training.data import find_cases, read_case
+    from spineseg.training.data import read_case
 
-    header = read_header(model)
+    header, wanted, available = heldout_cases(model, data, cases)
     classes = list(header.classes)
-    wanted = list(cases) if cases else list(header.training.get("validation_cases") or [])
-    if not wanted:
-        raise InputError(f"{model}: the model records no validation cases; pass --cases ID ...")
-    available = {c.id: c for c in find_cases(data)}
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise InputError(f"{data}: cases {', '.join(missing)} not found; check --cases or the data folder")
     net = load(model, InferenceOptions(device="cpu", backend=backend))
     rows: List[Dict[str, Any]] = []
     result = {"model": str(model), "data": str(data), "cases": wanted, "thick_mm": thick_mm, "backend": backend,
