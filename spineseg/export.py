@@ -16,8 +16,8 @@ import numpy as np
 
 from spineseg.errors import InputError, SpineSegError
 from spineseg.inference.backends import ONNX_MULTIPLE_KEY
-from spineseg.io import write_bytes_atomic
-from spineseg.modelfile import HEADER_FILE, load_model, read_header
+from spineseg.io import refuse_input_as_output, write_bytes_atomic
+from spineseg.modelfile import HEADER_FILE, WEIGHTS_FILE, load_model, read_header
 
 DEFAULT_OPSET = 17
 ONNX_NAME = "model.onnx"
@@ -43,6 +43,8 @@ def export_onnx(model_dir, out: Optional[str] = None, *, overwrite: bool = False
         raise InputError(f"{target}: output exists; pass --overwrite to replace it or choose another name")
     in_model_dir = target.parent.resolve() == model_dir.resolve()
     header_path = model_dir / HEADER_FILE
+    weights = model_dir / str((read_header(model_dir).weights or {}).get("file") or WEIGHTS_FILE)
+    refuse_input_as_output([target], [header_path, weights])  # e.g. a link named .onnx to the weights
     loaded = load_model(model_dir, device="cpu")
     network = loaded.network.eval()
     multiple = int(getattr(network, "multiple", 1))

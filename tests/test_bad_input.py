@@ -187,6 +187,64 @@ def background_data(d: Path) -> Path:
     return folder
 
 
+def _labels(d: Path, name: str) -> Path:
+    folder = d / name
+    folder.mkdir()
+    arr = np.zeros((5, 40, 48), np.uint8)
+    arr[2, 10:20, 10:20] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(folder / "case0.nii.gz"))
+    return folder
+
+
+def pred_folder(d: Path) -> Path:
+    return _labels(d, "pred")
+
+
+def gt_folder(d: Path) -> Path:
+    return _labels(d, "gt")
+
+
+def pred_link(d: Path) -> Path:
+    """Another name (a symbolic link) for the prediction folder."""
+    p = d / "pred_link"
+    p.symlink_to(pred_folder(d) if not (d / "pred").exists() else d / "pred", target_is_directory=True)
+    return p
+
+
+def image_pair(d: Path) -> Path:
+    """A folder of two good images."""
+    f = d / "images"
+    f.mkdir()
+    sitk.WriteImage(_mr(seed=1), str(f / "a.nii.gz"))
+    sitk.WriteImage(_mr(seed=2), str(f / "b.nii.gz"))
+    return f
+
+
+def weights_link(d: Path) -> Path:
+    """An .onnx name that is a link to the model's weights."""
+    p = d / "alias.onnx"
+    p.symlink_to(d / "model" / "model.safetensors")
+    return p
+
+
+def cv_run(d: Path) -> Path:
+    """What 'spineseg cv' leaves for one model: config.json, split.json, <model>/report/metrics.json."""
+    from spineseg.labels import SPINE_CLASSES
+    from spineseg.metrics import case_metrics
+    from spineseg.report import write_evaluation_report
+
+    run = d / "cv_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"mode": "cv", "models": ["hybrid"], "folds": 2,
+                                                 "base": {"preset": "default"}}))
+    (run / "split.json").write_text(json.dumps({"seed": 0, "folds": [["a"], ["b"]]}))
+    gt = np.zeros((3, 8, 8), np.uint8)
+    gt[1, 2:6, 2:6] = 1
+    cases = {c: case_metrics(gt, gt, SPINE_CLASSES) for c in ("a", "b")}
+    write_evaluation_report(run / "hybrid" / "report", cases, SPINE_CLASSES)
+    return run
+
+
 def _model_with(d: Path, name: str, change: Callable[[dict], None]) -> Path:
     folder = d / name
     shutil.copytree(d / "model", folder)
@@ -320,12 +378,15 @@ INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
     image, image_nrrd, image_folder, earlier_results, short_nii, short_niigz, huge_claim, nan_nii, huge_values,
     sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, dicom_junk, data, model_wide,
     model_huge_window, model_unknown_arch, model_onnx_absolute, model_onnx_parent, model_onnx_no_sha, train_run,
-    corrupt_config_run, bad_checkpoint_run, locked_run, full, nearly_full, old_result)}
+    corrupt_config_run, bad_checkpoint_run, locked_run, full, nearly_full, old_result, pred_folder, gt_folder,
+    pred_link, image_pair, weights_link, cv_run)}
 _FAULT: Dict[str, object] = {}
 
 # ----------------------------------------------------------------------------- the table
 
 SEG = "segment --device cpu --model {model}"
+#: a training that, were it not refused, would end in seconds
+TINY = "--no-n4 --epochs 1 --window 4 32 32 --windows-per-case 1 --batch 1 --hparam width=4 --workers 0 --device cpu"
 CASES = [
     # truncated or lying files (issue 14 B2)
     ("info-short-nii", "info {short_nii}", 2, "truncated NIfTI"),
@@ -360,6 +421,24 @@ CASES = [
     ("n4-bias-field-is-input", "n4 {image} -o {out}/n4.nii.gz --bias-field {image} --overwrite", 2,
      "would replace an input"),
     ("segment-own-input", f"{SEG} {{image}} -o {{image}} --overwrite", 2, "would replace an input"),
+    ("segment-own-input-respelled", f"{SEG} {{image}} -o {{out}}/../image.nii.gz --overwrite", 2,
+     "would replace an input"),
+    ("segment-output-folder-is-input-folder", f"{SEG} {{image_pair}} -o {{image_pair}}/. --overwrite", 2,
+     "would replace an input"),
+    ("evaluate-report-is-prediction-folder", "evaluate {pred_folder} {gt_folder} -o {pred_folder} --overwrite", 2,
+     "would replace an input"),
+    ("evaluate-report-is-gt-folder-respelled", "evaluate {pred_folder} {gt_folder} -o {pred_folder}/../gt/ --overwrite",
+     2, "would replace an input"),
+    ("evaluate-report-is-link-to-predictions", "evaluate {pred_folder} {gt_folder} -o {pred_link} --overwrite", 2,
+     "would replace an input"),
+    ("export-onnx-is-link-to-weights", "export {model} --onnx {weights_link} --overwrite", 2, "would replace an input"),
+    ("ablation-output-is-cv-run", "ablation {cv_run} -o {cv_run} --overwrite", 2, "would replace an input"),
+    ("ablation-output-is-report-it-reads", "ablation {cv_run}/hybrid -o {cv_run}/hybrid/report --overwrite", 2,
+     "would replace an input"),
+    ("train-run-folder-is-data", "train {data} -o {data} --no-n4 --resume", 2, "would replace an input"),
+    ("train-cache-is-data", f"train {{data}} -o {{out}} --cache {{data}}/. {TINY}", 2, "would replace an input"),
+    ("cv-run-folder-is-data", f"cv {{data}} -o {{data}}/. --folds 2 --resume --models resunet {TINY}", 2,
+     "would replace an input"),
     # usage errors speak JSON under --json; no C++ text in a one-line error (B13)
     ("usage-json", "segment --json", 2, "required"),
     ("info-dicom-junk", "info {dicom_junk}", 2, "no DICOM series"),

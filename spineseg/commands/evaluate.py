@@ -23,6 +23,7 @@ from spineseg.evaluation import (
     some_names,
     write_report,
 )
+from spineseg.io import refuse_input_as_output
 from spineseg.metrics import lookup, pool_metrics, structure_rows
 from spineseg.progress import Reporter
 
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, reporter) -> int:
     classes, binary = parse_classes(args.classes)
     out = Path(args.output)
+    refuse_input_as_output([out], [args.pred, args.gt, args.images])
     check_report_dir(out, args.overwrite)
     pairs, pred_only, gt_only = match_cases(Path(args.pred), Path(args.gt))
     images: Dict[str, Path] = {}

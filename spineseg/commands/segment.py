@@ -196,7 +196,7 @@ def _rollback(written, created_dirs: List[Path]) -> None:
 
 def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
     from spineseg.inference import InferenceOptions, load, segment_image
-    from spineseg.io import image_extension, list_inputs, read_image, write_image
+    from spineseg.io import image_extension, list_inputs, read_image, refuse_input_as_output, write_image
 
     options = InferenceOptions(
         device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink,
@@ -205,6 +205,7 @@ def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: Lis
         tta=InferenceOptions.tta if args.tta is None else args.tta)
     options.check()
     inputs = list_inputs(args.inputs)
+    refuse_input_as_output([args.output], [a for a in args.inputs if Path(a).is_dir()])  # results among the images
     out_root = Path(args.output)
     single_file = len(inputs) == 1 and bool(image_extension(out_root)) and not out_root.is_dir()
     folder = out_root.parent if single_file else out_root

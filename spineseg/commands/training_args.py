@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from spineseg.errors import InputError
 from spineseg.evaluation import parse_classes
+from spineseg.io import refuse_input_as_output
 from spineseg.networks import resolve_hparams
 from spineseg.preprocessing import PreprocessingConfig
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
@@ -111,6 +112,12 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         val_every=args.val_every, workers=args.workers, seed=args.seed,
         deterministic=args.deterministic,
         preprocessing=prep.to_dict())
+
+
+def refuse_data_as_output(args: argparse.Namespace) -> None:
+    """RUN or --cache naming the data folder would write the run into the user's data."""
+    data = Path(args.data)
+    refuse_input_as_output([args.output, args.cache], [data.parent if data.is_file() else data])
 
 
 def cache_dir(args: argparse.Namespace) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from spineseg.errors import InputError
 from spineseg.inference.backends import open_backend
-from spineseg.io import write_json
+from spineseg.io import refuse_input_as_output, write_json
 from spineseg.metrics import pool_metrics
 from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report, write_evaluation_report
 from spineseg.training import run_layout as layout
@@ -146,7 +146,9 @@ def cv_columns(paths: Sequence[str]) -> List[Tuple[str, Path, List[List[str]]]]:
 def combine_cv_runs(paths: Sequence[str], out: Path, *, title: str = "", overwrite: bool = False
                     ) -> Tuple[Path, List[str]]:
     """One ablation table from several ``spineseg cv`` runs on the same folds; returns (ablation.md, columns)."""
+    refuse_input_as_output([out], list(paths))
     cols = cv_columns(paths)
+    refuse_input_as_output([out], [report for _, report, _ in cols])
     reference = sorted(map(sorted, cols[0][2]))
     for label, _, folds in cols[1:]:
         if sorted(map(sorted, folds)) != reference:
