@@ -43,7 +43,9 @@ except ImportError:  # source checkout (module added with --additional-module-pa
         sys.path.insert(0, _repositoryRoot)
 
 from spineseg import terminology  # noqa: E402
-from spineseg.moduleslogic import model_registry, process, requirements, segment_command  # noqa: E402
+from spineseg.errors import InputError  # noqa: E402
+from spineseg.levels.outputs import level_paths  # noqa: E402
+from spineseg.moduleslogic import levels_readout, model_registry, process, requirements, segment_command  # noqa: E402
 
 
 #
@@ -112,6 +114,8 @@ class SpineSegUNetParameterNode:
     modelSource - the bundled default model or the folder in modelPath.
     device, backend - where and with what the network runs.
     outputSegmentation - segmentation to fill; None creates a new one.
+    levels - one segment per vertebra and disc (L4, L4-L5, ...) with a measurements table and a review
+        flag, instead of one segment per class (only for models with vertebra, disc and canal classes).
     show3D - show closed surfaces in the 3D view.
     """
 
@@ -123,6 +127,7 @@ class SpineSegUNetParameterNode:
     device: Device = Device.AUTO
     backend: Backend = Backend.ONNX
     outputSegmentation: vtkMRMLSegmentationNode
+    levels: bool = True
     show3D: bool = True
 
 
@@ -154,10 +159,13 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        # a click (or arrow key) on a row of the measurements centres the slice views on that structure
+        self.ui.measurementsTableView.connect("selectionChanged()", self.onMeasurementSelected)
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.connect("timeout()", self.onPollRun)
 
+        self.showReadout(None)  # the Levels section appears with the first read-out
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -180,6 +188,7 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelRun()
         self.setParameterNode(None)
+        self.showReadout(None)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -235,6 +244,11 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             info = model_registry.model_summary(modelDir)
         self.ui.modelInfoLabel.text = info
         modelOk = modelDir is not None and (modelDir / "model.json").is_file()
+        noLevels = self.logic.levelsUnavailableReason(modelDir) if modelOk else None
+        self.ui.levelsCheckBox.enabled = noLevels is None
+        self.ui.levelsCheckBox.toolTip = (_("Not available: {reason}.").format(reason=noLevels) if noLevels else
+                                          _("One segment per vertebra and disc (L4, L4-L5, ...) with a measurements "
+                                            "table and a review flag; off: one segment per class."))
         if not p.inputVolume:
             self.ui.segmentButton.toolTip = _("Select an input volume.")
             self.ui.segmentButton.enabled = False
@@ -253,12 +267,13 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.cancelRun()
             return
         p = self._parameterNode
-        if not self.logic.ensureDependencies(p.backend.value, interactive=True):
+        options = self.logic.segmentOptions(p)
+        if not self.logic.ensureDependencies(p.backend.value, interactive=True, levels=options.levels):
             self.ui.statusLabel.text = _("Missing Python packages: segmentation not started.")
             return
         try:
             self._run = self.logic.startSegmentation(
-                p.inputVolume, self.logic.segmentOptions(p), outputSegmentation=p.outputSegmentation,
+                p.inputVolume, options, outputSegmentation=p.outputSegmentation,
                 modelDir=self.logic.modelDirectory(p), show3D=p.show3D)
         except Exception as exc:  # could not even start: one sentence, nothing in the scene
             logging.exception("SpineSeg UNet: start failed")
@@ -295,7 +310,9 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=run.inputVolume, fit=True)
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {names}.").format(
-                    seconds=run.elapsed, names=", ".join(run.segmentNames))
+                    seconds=run.elapsed, names=levels_readout.summary_text(run.readout) if run.readout
+                    else ", ".join(run.segmentNames))
+                self.showReadout(run.measurementsTable)
             else:
                 message = run.failureMessage()
                 self.ui.progressBar.value = 0
@@ -311,6 +328,26 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             run.cleanup()
             self._checkCanApply()
 
+    # -- the per-level read-out ----------------------------------------------------------
+
+    def showReadout(self, tableNode) -> None:
+        """Show a measurements table (from :meth:`SpineSegUNetLogic.finishSegmentation`) and its review lines."""
+        self.ui.measurementsTableView.setMRMLTableNode(tableNode)
+        self.ui.levelsCollapsibleButton.visible = tableNode is not None
+        review, names = readoutLines(tableNode) if tableNode is not None else ("", "")
+        self.ui.reviewLabel.text = review
+        self.ui.levelNamesLabel.text = names
+
+    def onMeasurementSelected(self) -> None:
+        index = self.ui.measurementsTableView.currentIndex()
+        tableNode = self.ui.measurementsTableView.mrmlTableNode()
+        if tableNode is None or not index.isValid():
+            return
+        # the view may be sorted: read the structure's name from the row's first column, not its row number
+        name = index.sibling(index.row(), 0).data()
+        if name:
+            jumpSlicesToStructure(tableNode, str(name))
+
 
 #
 # SpineSegUNetLogic
@@ -321,7 +358,7 @@ class SegmentationRun:
     """One segmentation in progress: the temporary files, the background job, and where the result goes."""
 
     def __init__(self, job, tempDir: str, inputVolume, inputPath: str, outputPath: str, outputSegmentation,
-                 modelDir: Optional[pathlib.Path], show3D: bool) -> None:
+                 modelDir: Optional[pathlib.Path], show3D: bool, levels: bool = False) -> None:
         self.job = job
         self.tempDir = tempDir
         self.inputVolume = inputVolume
@@ -330,7 +367,10 @@ class SegmentationRun:
         self.outputSegmentation = outputSegmentation
         self.modelDir = modelDir
         self.show3D = show3D
+        self.levels = levels  # the job writes the per-level read-out beside the label map
         self.segmentNames: List[str] = []
+        self.measurementsTable = None  # with levels, once finished: the table node with the measurements
+        self.readout: Optional[Dict[str, Any]] = None  # with levels, once finished: the .levels.json content
         self._start = time.monotonic()
         self.elapsed = 0.0
 
@@ -344,15 +384,23 @@ class SegmentationRun:
     def finished(self) -> bool:
         return self.job.finished
 
+    def resultFiles(self) -> List[str]:
+        """What the job must have written: the label map, and with levels the read-out and the .seg.nrrd."""
+        files = [self.outputPath]
+        if self.levels:
+            paths = level_paths(pathlib.Path(self.outputPath))
+            files += [str(paths.json), str(paths.seg)]
+        return files
+
     @property
     def succeeded(self) -> bool:
-        return self.job.succeeded and os.path.isfile(self.outputPath)
+        return self.job.succeeded and all(os.path.isfile(p) for p in self.resultFiles())
 
     def cancel(self) -> None:
         self.job.cancel()
 
     def failureMessage(self) -> str:
-        if self.job.succeeded and not os.path.isfile(self.outputPath):
+        if self.job.succeeded and not all(os.path.isfile(p) for p in self.resultFiles()):
             return _("Segmentation finished but wrote no result file; see the log.")
         # name the volume, not the temporary file it was written to
         return self.job.failure().replace(self.inputPath, f"volume '{self.inputVolume.GetName()}'")
@@ -381,20 +429,35 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         return None if str(path) in ("", ".") else pathlib.Path(path)
 
     @staticmethod
+    def levelsUnavailableReason(modelDir: Optional[pathlib.Path]) -> Optional[str]:
+        """Why the model in ``modelDir`` gives no per-level read-out (e.g. a binary model), or None."""
+        if modelDir is None or not (pathlib.Path(modelDir) / "model.json").is_file():
+            return None
+        try:
+            classes = model_registry.result_classes(None, pathlib.Path(modelDir))
+        except (OSError, ValueError, InputError):  # an unreadable header: the model summary says why
+            return None
+        return levels_readout.levels_unavailable_reason(classes)
+
+    @staticmethod
     def segmentOptions(parameterNode):
+        """The command-line options for the panel's parameters; Levels only where the model has the classes."""
         modelDir = SpineSegUNetLogic.modelDirectory(parameterNode)
+        levels = bool(parameterNode.levels) and SpineSegUNetLogic.levelsUnavailableReason(modelDir) is None
         return segment_command.SegmentOptions(
             model=str(modelDir) if modelDir is not None else None,
             device=parameterNode.device.value, backend=parameterNode.backend.value,
-            n4=parameterNode.n4, n4_shrink=parameterNode.n4Shrink if parameterNode.n4 else None)
+            n4=parameterNode.n4, n4_shrink=parameterNode.n4Shrink if parameterNode.n4 else None, levels=levels)
 
     # -- dependencies --------------------------------------------------------------------
 
-    def ensureDependencies(self, backend: str, interactive: bool = True) -> bool:
-        """Offer to install what the backend needs (:func:`spineseg.moduleslogic.requirements.ensure_requirements`);
-        never installs without a confirmation. Returns True when everything is importable now."""
+    def ensureDependencies(self, backend: str, interactive: bool = True, levels: bool = False) -> bool:
+        """Offer to install what the backend (and the per-level read-out) needs
+        (:func:`spineseg.moduleslogic.requirements.ensure_requirements`); never installs without a
+        confirmation. Returns True when everything is importable now."""
         return requirements.ensure_requirements(backend, slicer.util, title=_("SpineSeg UNet"),
-                                                install_torch=pytorchInstaller(), interactive=interactive)
+                                                install_torch=pytorchInstaller(), interactive=interactive,
+                                                levels=levels)
 
     # -- running -------------------------------------------------------------------------
 
@@ -421,7 +484,8 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
         return SegmentationRun(job, tempDir, inputVolume, inputPath, outputPath, outputSegmentation,
-                               pathlib.Path(options.model) if options.model else modelDir, show3D)
+                               pathlib.Path(options.model) if options.model else modelDir, show3D,
+                               levels=options.levels)
 
     def finishSegmentation(self, run: SegmentationRun):
         """Turn the finished job's label map into segments (names, colours, terminology from the model).
@@ -431,7 +495,6 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         """
         import SimpleITK as sitk
 
-        specs = terminology.segment_specs(model_registry.result_classes(run.job.done, run.modelDir))
         inputVolume = run.inputVolume
         if not nodeInScene(inputVolume):
             raise RuntimeError(_("The input volume was removed during the segmentation; the result was not loaded."))
@@ -442,16 +505,15 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
                                  "not loaded. Choose an output (or none, for a new one) and segment again."))
         if not created:
             checkOutputTransform(inputVolume, segmentationNode)
+        if run.levels:
+            return self._finishLevels(run, segmentationNode)
+        specs = terminology.segment_specs(model_registry.result_classes(run.job.done, run.modelDir))
         labelmap = orientedLabelmapFromImage(sitk.ReadImage(run.outputPath))
         loadTerminology()
         if created:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(inputVolume.GetName() + " spine"))
+            segmentationNode = newSegmentationNode(inputVolume)
         try:
-            segmentationNode.CreateDefaultDisplayNodes()
-            if created:
-                segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-                segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+            prepareOutput(segmentationNode, inputVolume, created)
             segmentation = segmentationNode.GetSegmentation()
             for spec in specs:
                 if segmentation.GetSegment(spec.segment_id):
@@ -475,6 +537,57 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
                 removeNodes(segmentationNode)
             raise
         run.segmentNames = [s.name for s in specs]
+        return segmentationNode
+
+    def _finishLevels(self, run: SegmentationRun, segmentationNode):
+        """The per-level result: Slicer's segmentation storage reads the job's .seg.nrrd (names, colours,
+        terminology, label values), its segments replace those of an earlier read-out in the output, and
+        a table node gets the measurements. Everything that can fail on the files is read first."""
+        paths = level_paths(pathlib.Path(run.outputPath))
+        try:
+            readout = levels_readout.read_levels_file(paths.json)
+        except ValueError as exc:
+            raise RuntimeError(_("The per-level read-out was not loaded: {reason}.").format(reason=exc)) from None
+        sourceScene, source = readSegmentationFile(str(paths.seg))
+        try:
+            return self._loadLevels(run, segmentationNode, source, readout)
+        finally:
+            sourceScene.Clear(1)
+
+    def _loadLevels(self, run: SegmentationRun, segmentationNode, source, readout: Dict[str, Any]):
+        names = [source.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(source.GetSegmentation().GetNumberOfSegments())]
+        if names != [s["name"] for s in readout["structures"]]:
+            raise RuntimeError(_("The segmentation file and the per-level read-out name different structures; "
+                                 "the result was not loaded."))
+        loadTerminology()
+        created = segmentationNode is None
+        if created:
+            segmentationNode = newSegmentationNode(run.inputVolume)
+        tableNode = measurementsTableOf(segmentationNode)
+        tableCreated = tableNode is None
+        try:
+            prepareOutput(segmentationNode, run.inputVolume, created)
+            if tableCreated:
+                name = slicer.mrmlScene.GenerateUniqueName(segmentationNode.GetName() + " measurements")
+                tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+            replaceLevelSegments(segmentationNode, source)
+            spacing = run.inputVolume.GetSpacing()
+            fillMeasurementsTable(tableNode, readout, spacing[0] * spacing[1] * spacing[2])
+            segmentationNode.SetNodeReferenceID(MEASUREMENTS_REFERENCE, tableNode.GetID())
+            tableNode.SetNodeReferenceID(SEGMENTATION_REFERENCE, segmentationNode.GetID())
+            segmentationNode.GetDisplayNode().SetVisibility(True)
+            if run.show3D:
+                segmentationNode.CreateClosedSurfaceRepresentation()
+        except Exception:
+            if tableCreated:
+                removeNodes(tableNode)
+            if created:
+                removeNodes(segmentationNode)
+            raise
+        run.segmentNames = names
+        run.readout = readout
+        run.measurementsTable = tableNode
         return segmentationNode
 
     def segment(self, inputVolume, options, outputSegmentation=None, modelDir: Optional[pathlib.Path] = None,
@@ -547,6 +660,154 @@ def removeNodes(*nodes) -> None:
         for other in others:
             if other is not None and other.GetScene() is not None:
                 scene.RemoveNode(other)
+
+
+def newSegmentationNode(inputVolume):
+    """A new, empty segmentation node named after the input (filled by :func:`prepareOutput` and the import)."""
+    return slicer.mrmlScene.AddNewNodeByClass(
+        "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(inputVolume.GetName() + " spine"))
+
+
+def prepareOutput(segmentationNode, inputVolume, created: bool) -> None:
+    """Display nodes for the output; a new one also gets the input's geometry and transform (a chosen
+    one keeps its own: :func:`checkOutputTransform` made sure they agree)."""
+    segmentationNode.CreateDefaultDisplayNodes()
+    if created:
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+        segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+
+
+#: node reference from a segmentation to its measurements table, and back
+MEASUREMENTS_REFERENCE = "SpineSegMeasurements"
+SEGMENTATION_REFERENCE = "SpineSegSegmentation"
+#: segment tag that marks a per-level segment (its value: the label value); a new read-out replaces them all
+LEVEL_TAG = "SpineSegLevel"
+#: table node attributes holding the review and level-name lines (kept with the table in a saved scene)
+REVIEW_ATTRIBUTE = "SpineSeg.Review"
+LEVEL_NAMES_ATTRIBUTE = "SpineSeg.LevelNames"
+#: UCUM codes of the table's units (what Slicer's Segment Statistics stores with its columns)
+UNIT_CODES = {"mm": ("mm", "UCUM", "millimeter"), "mm3": ("mm3", "UCUM", "cubic millimeter")}
+
+
+def readSegmentationFile(path: str):
+    """(private scene, segmentation node): a .seg.nrrd read by Slicer's segmentation storage into a node
+    of a scene of its own, never the user's. Clear the scene when done."""
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(path)
+    if not storage.ReadData(node) or node.GetSegmentation().GetNumberOfSegments() == 0:
+        scene.Clear(1)
+        raise RuntimeError(_("Slicer could not read the per-level segmentation file {name}.").format(
+            name=os.path.basename(path)))
+    return scene, node
+
+
+def replaceLevelSegments(segmentationNode, source) -> None:
+    """Put the segments of ``source`` (names, colours, terminology, voxels) into ``segmentationNode``:
+    segments of an earlier read-out and segments with the same IDs go first, the user's others stay."""
+    target = segmentationNode.GetSegmentation()
+    segmentation = source.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    for i in reversed(range(target.GetNumberOfSegments())):
+        segmentId = target.GetNthSegmentID(i)
+        if segmentId in ids or target.GetSegment(segmentId).HasTag(LEVEL_TAG):
+            target.RemoveSegment(segmentId)
+    for segmentId in ids:
+        segment = segmentation.GetSegment(segmentId)
+        target.AddEmptySegment(segmentId, segment.GetName(), segment.GetColor())
+        added = target.GetSegment(segmentId)
+        entry = getSegmentTerminology(segment)
+        if entry:
+            setSegmentTerminology(added, entry)
+        added.SetTag(LEVEL_TAG, str(segment.GetLabelValue()))
+    # one import per labelmap layer, label value v -> the segment with that value
+    for layer in range(segmentation.GetNumberOfLayers()):
+        layerIds = list(segmentation.GetSegmentIDsForLayer(layer))
+        byValue = {segmentation.GetSegment(i).GetLabelValue(): i for i in layerIds}
+        segmentIds = vtk.vtkStringArray()
+        for value in range(1, max(byValue) + 1):
+            segmentIds.InsertNextValue(byValue.get(value, ""))
+        if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
+                segmentation.GetLayerDataObject(layer), segmentationNode, segmentIds):
+            raise RuntimeError(_("Slicer could not import the per-level label map into the segmentation."))
+
+
+def measurementsTableOf(segmentationNode):
+    """The measurements table an earlier read-out made for this segmentation, if it is still in the scene."""
+    tableNode = segmentationNode.GetNodeReference(MEASUREMENTS_REFERENCE) if segmentationNode else None
+    return tableNode if nodeInScene(tableNode) and tableNode.IsA("vtkMRMLTableNode") else None
+
+
+def fillMeasurementsTable(tableNode, readout: Dict[str, Any], voxelVolume: float) -> None:
+    """One row per structure, the columns of :data:`spineseg.moduleslogic.levels_readout.TABLE_COLUMNS`
+    with their titles, units and descriptions; not measured: NaN. Read-only in the GUI."""
+    rows = levels_readout.table_rows(readout, voxelVolume)
+    arrays = {"string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray, "int": vtk.vtkIntArray}
+    wasModifying = tableNode.StartModify()
+    try:
+        tableNode.RemoveAllColumns()
+        for index, column in enumerate(levels_readout.TABLE_COLUMNS):
+            array = arrays[column.type]()
+            array.SetName(column.name)
+            for row in rows:
+                value = row[index]
+                if column.type == "string":
+                    array.InsertNextValue("" if value is None else str(value))
+                elif column.type == "double":
+                    array.InsertNextValue(float("nan") if value is None else float(value))
+                else:
+                    array.InsertNextValue(int(value))
+            tableNode.AddColumn(array)
+            tableNode.SetColumnTitle(column.name, column.title)
+            tableNode.SetColumnDescription(column.name, column.description)
+            if column.unit:
+                tableNode.SetColumnUnitLabel(column.name, column.unit)
+                value, scheme, meaning = UNIT_CODES[column.unit]
+                tableNode.SetColumnProperty(column.name, "unitCodeValue", value)
+                tableNode.SetColumnProperty(column.name, "unitCodingSchemeDesignator", scheme)
+                tableNode.SetColumnProperty(column.name, "unitCodeMeaning", meaning)
+        tableNode.SetUseColumnTitleAsColumnHeader(True)
+        tableNode.SetLocked(True)
+        tableNode.SetAttribute(REVIEW_ATTRIBUTE, levels_readout.review_text(readout))
+        tableNode.SetAttribute(LEVEL_NAMES_ATTRIBUTE, levels_readout.levels_text(readout))
+    finally:
+        tableNode.EndModify(wasModifying)
+
+
+def readoutLines(tableNode):
+    """(review line, level-name line) stored with a measurements table."""
+    return (tableNode.GetAttribute(REVIEW_ATTRIBUTE) or "", tableNode.GetAttribute(LEVEL_NAMES_ATTRIBUTE) or "")
+
+
+def structurePosition(tableNode, name: str):
+    """World RAS of the named structure's centroid: the table's centroid (RAS of the input volume) through
+    the parent transform of the segmentation the table belongs to. None when the table has no such row."""
+    table = tableNode.GetTable()
+    names = table.GetColumnByName("name")
+    if names is None:
+        return None
+    row = next((r for r in range(names.GetNumberOfValues()) if names.GetValue(r) == name), None)
+    if row is None:
+        return None
+    point = [table.GetColumnByName(c).GetValue(row) for c in levels_readout.CENTROID_COLUMNS]
+    segmentationNode = tableNode.GetNodeReference(SEGMENTATION_REFERENCE)
+    transformNode = segmentationNode.GetParentTransformNode() if segmentationNode is not None else None
+    if transformNode is not None:
+        toWorld = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(transformNode, None, toWorld)
+        point = list(toWorld.TransformPoint(point))
+    return tuple(float(v) for v in point)
+
+
+def jumpSlicesToStructure(tableNode, name: str) -> bool:
+    """Centre every slice view on the named structure (``vtkMRMLSliceNode.JumpAllSlices``); False if unknown."""
+    position = structurePosition(tableNode, name)
+    if position is None:
+        return False
+    slicer.vtkMRMLSliceNode.JumpAllSlices(tableNode.GetScene(), *position, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return True
 
 
 #: LPS (ITK, SimpleITK, the CLI) to RAS (Slicer): x and y change sign

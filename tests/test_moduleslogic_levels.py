@@ -129,3 +129,13 @@ def test_levels_option_on_the_command_line_and_its_package():
     have = {"numpy", "SimpleITK", "safetensors", "onnxruntime"}
     assert missing_requirements("onnx", importable=lambda m: m in have) == []
     assert [r.module for r in missing_requirements("onnx", levels=True, importable=lambda m: m in have)] == ["slicerio"]
+
+
+def test_summary_names_the_range_of_levels(readout):
+    levels, result = readout
+    vertebrae, discs = result.names("vertebra"), result.names("disc")
+    assert lr.summary_text(levels) == (f"{len(vertebrae)} vertebrae ({vertebrae[0]} to {vertebrae[-1]}), "
+                                       f"{len(discs)} discs ({discs[0]} to {discs[-1]}), spinal canal")
+    one = {"structures": [{"name": "L5", "kind": "vertebra"}, {"name": "L5-S1", "kind": "disc"}]}
+    assert lr.summary_text(one) == "1 vertebra (L5), 1 disc (L5-S1)"
+    assert lr.summary_text({"structures": []}) == "no structures"

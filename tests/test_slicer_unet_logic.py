@@ -53,7 +53,7 @@ def test_enums_match_cli_and_ui(module):
 
 def _params(module, **kw):
     base = dict(modelSource=module.ModelSource.FOLDER, modelPath=Path("/models/m"), device=module.Device.CPU,
-                backend=module.Backend.ONNX, n4=True, n4Shrink=2)
+                backend=module.Backend.ONNX, n4=True, n4Shrink=2, levels=False)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -73,6 +73,32 @@ def test_panel_parameters_become_a_valid_command_line(module):
         for opts in (options, off):
             args = parser.parse_args(segment_command("py", ["in.nrrd"], "out.nrrd", opts)[3:])
             assert args.json and args.backend == opts.backend and args.n4 is opts.n4
+
+
+def test_levels_only_for_models_with_the_three_classes(module, tmp_path):
+    import json
+
+    from spineseg.modelfile import read_header
+
+    logic = module.SpineSegUNetLogic()
+    bundled = bundled_model_dir()
+    if bundled is None:
+        pytest.skip("no bundled model in Resources/")
+    assert logic.segmentOptions(_params(module, modelPath=bundled, levels=True)).levels is True
+    assert logic.segmentOptions(_params(module, modelPath=bundled, levels=False)).levels is False
+    # a binary model: Levels is not passed on (the CLI would refuse it), and the panel says why
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    header = json.loads((bundled / "model.json").read_text())
+    header["classes"] = [{"value": 1, "name": "spine", "color": [241, 214, 145]}]
+    header["task"], header["architecture"]["out_channels"] = "binary", 1
+    (binary / "model.json").write_text(json.dumps(header))
+    assert [c.name for c in read_header(binary).classes] == ["spine"]
+    assert logic.segmentOptions(_params(module, modelPath=binary, levels=True)).levels is False
+    assert logic.levelsUnavailableReason(binary).endswith("this model labels spine")
+    assert logic.levelsUnavailableReason(bundled) is None
+    (binary / "model.json").write_text("{damaged")  # the model summary reports a damaged header, not this
+    assert logic.levelsUnavailableReason(binary) is None
 
 
 def test_model_directory(module, tmp_path):

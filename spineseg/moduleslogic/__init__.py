@@ -4,7 +4,8 @@ One module per concept: :mod:`.process` (a ``spineseg ... --json`` child process
 events, its failure sentence, killing its process tree), :mod:`.segment_command` and
 :mod:`.training_command` (the command lines the panels run), :mod:`.run_monitor` (a
 run's events as log lines, progress and curves), :mod:`.run_folder` (what a train or cv
-run folder holds), :mod:`.levels_readout` (the per-level read-out as the Segment panel shows it), :mod:`.results_table` (the cross-validation table),
+run folder holds), :mod:`.levels_readout` (the per-level read-out as the Segment panel
+shows it), :mod:`.results_table` (the cross-validation table),
 :mod:`.dataset_check` (a training folder checked case by case), :mod:`.requirements`
 (the Python packages a backend needs, and installing them), :mod:`.model_registry`
 (the bundled and the user's models) and :mod:`.headless_training` (the body of

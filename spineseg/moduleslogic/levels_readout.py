@@ -30,7 +30,7 @@ class Column:
     description: str
 
 
-#: the measurements' titles; keys are the read-out's measurement keys (``MEASUREMENT_COLUMNS``)
+#: (title, unit, description) of each measurement, keyed by the read-out's keys (``MEASUREMENT_COLUMNS``)
 _MEASUREMENT_TITLES: Dict[str, Tuple[str, str, str]] = {
     "anterior_height_mm": ("Anterior height", "mm", "height at 15% of the AP chord from its anterior end"),
     "middle_height_mm": ("Middle height", "mm", "height at 50% of the AP chord"),
@@ -46,7 +46,8 @@ CENTROID_COLUMNS: Tuple[str, str, str] = ("centroid_r_mm", "centroid_a_mm", "cen
 TABLE_COLUMNS: Tuple[Column, ...] = (
     Column("name", "Structure", "", "string", "level name, counted from the sacrum up (L4, L4-L5, spinal canal)"),
     Column("kind", "Kind", "", "string", "vertebra, disc or canal"),
-    *(Column(key, *_MEASUREMENT_TITLES[key][:2], "double", _MEASUREMENT_TITLES[key][2]) for key in MEASUREMENT_COLUMNS),
+    *(Column(key, title, unit, "double", description)
+      for key, (title, unit, description) in ((k, _MEASUREMENT_TITLES[k]) for k in MEASUREMENT_COLUMNS)),
     Column("label", "Label value", "", "int", "value in the per-level label map (VerSe vertebrae, 100 + vertebra "
            "above for discs, 201 canal)"),
     Column("voxels", "Voxels", "", "int", "number of voxels of the structure"),
@@ -132,3 +133,17 @@ def levels_text(levels: Dict[str, Any]) -> str:
     if reasons and all(any(r in given for given in reviewed) for r in reasons):
         return "Level names unreliable (reasons above)."
     return "Level names unreliable: " + "; ".join(reasons) + "." if reasons else "Level names unreliable."
+
+
+def summary_text(levels: Dict[str, Any]) -> str:
+    """What a read-out found, in a few words: "9 vertebrae (T8 to L5), 9 discs, spinal canal"."""
+    structures = levels.get("structures", [])
+    parts = []
+    for kind, plural in (("vertebra", "vertebrae"), ("disc", "discs")):
+        names = [s["name"] for s in structures if s["kind"] == kind]
+        if names:
+            word = kind if len(names) == 1 else plural
+            parts.append(f"{len(names)} {word} ({names[0]} to {names[-1]})" if len(names) > 1
+                         else f"1 {word} ({names[0]})")
+    parts += [s["name"] for s in structures if s["kind"] == "canal"]
+    return ", ".join(parts) or "no structures"
