@@ -27,7 +27,7 @@ from spineseg.errors import InputError
 from spineseg.geometry import CanonicalFrame
 from spineseg.io import current_umask, is_image_file, read_image, strip_image_extension
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
-from spineseg.metrics import case_metrics, unexpected_values
+from spineseg.metrics import case_metrics, reference_labels, unexpected_values
 from spineseg.report import REPORT_MD, write_evaluation_report
 
 CASE_SUFFIXES = ("_seg", "_pred", "_label")
@@ -141,26 +141,24 @@ def geometry_mismatch(a, b) -> Optional[str]:
     return None
 
 
-def label_array(image, path: Path, labels: List[int], binary: bool, spec: str) -> np.ndarray:
-
-
+def label_array(image, path: Path, classes: Sequence[ClassInfo], binary: bool, spec: str) -> np.ndarray:
+    """A label map in the classes' scheme, by the one mapping validation uses (:func:`metrics.reference_labels`)."""
     array = sitk.GetArrayFromImage(image)
     if array.dtype.kind == "f":
         array = array.astype(np.int64)  # read_image checked the values are integers
-    if binary:
-        return (array != 0).astype(np.uint8)
-    bad = unexpected_values(array, labels)
-    if bad:
-        raise InputError(f"{path}: label values {bad[:6]} are not among the classes {labels[1:]} ('--classes {spec}'); "
-                         "pass the right --classes (e.g. 'binary' or '1=vertebra,2=disc')")
-    return array
+    if not binary:
+        labels = [c.value for c in classes]
+        bad = unexpected_values(array, [0] + labels)
+        if bad:
+            raise InputError(f"{path}: label values {bad[:6]} are not among the classes {labels} ('--classes {spec}'); "
+                             "pass the right --classes (e.g. 'binary' or '1=vertebra,2=disc')")
+    return reference_labels(array, classes, binary)
 
 
 # ----------------------------------------------------------------------------- run
 
 def evaluate_folder(pairs: Dict[str, Tuple[Path, Path]], classes, binary: bool, spec: str, progress=None) -> Dict[str, dict]:
     """Read, check and score every pair; raises InputError naming the case on the first problem."""
-    labels = [0] + [c.value for c in classes]
     cases: Dict[str, dict] = {}
     for i, (cid, (pp, gp)) in enumerate(sorted(pairs.items())):
         if progress:
@@ -171,17 +169,16 @@ def evaluate_folder(pairs: Dict[str, Tuple[Path, Path]], classes, binary: bool, 
         if diff:
             raise InputError(f"case {cid}: prediction {pp} and ground truth {gp} are on different grids ({diff}); "
                              "resample the prediction onto the ground-truth grid")
-        gt = label_array(gt_img, gp, labels, binary, spec)
-        pred = label_array(pred_img, pp, labels, binary, spec)
+        gt = label_array(gt_img, gp, classes, binary, spec)
+        pred = label_array(pred_img, pp, classes, binary, spec)
         cases[cid] = case_metrics(pred, gt, classes)
     if progress:
         progress(1.0, "scored")
     return cases
 
 
-def overlay_source(pairs, images: Dict[str, Path], binary: bool):
+def overlay_source(pairs, images: Dict[str, Path], classes: Sequence[ClassInfo], binary: bool):
     """overlays(case_id) for the report: canonical (image or None, gt, pred, spacing)."""
-
 
     def overlays(cid: str):
         pp, gp = pairs[cid]
@@ -189,10 +186,8 @@ def overlay_source(pairs, images: Dict[str, Path], binary: bool):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # near-isotropic data warns about the slice axis; already said once
             frame = CanonicalFrame.of(gt_img)
-        gt = sitk.GetArrayFromImage(gt_img)
-        pred = sitk.GetArrayFromImage(read_image(pp, kind="label"))
-        if binary:
-            gt, pred = (gt != 0).astype(np.uint8), (pred != 0).astype(np.uint8)
+        gt = reference_labels(sitk.GetArrayFromImage(gt_img), classes, binary)
+        pred = reference_labels(sitk.GetArrayFromImage(read_image(pp, kind="label")), classes, binary)
         image = None
         if cid in images:
             img = read_image(images[cid])

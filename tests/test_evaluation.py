@@ -111,6 +111,29 @@ def test_unmatched_cases_are_warned_and_reported(dataset, tmp_path: Path, capsys
     assert "without a prediction" in (out / "report.md").read_text()
 
 
+def test_binary_prediction_against_multiclass_ground_truth(tmp_path: Path, capsys) -> None:
+    """A binary model's map (spine = 1) scored against vertebra/disc/canal ground truth: evaluate maps the
+    ground truth as validation does (metrics.reference_labels: every structure is spine), so the two agree."""
+    from spineseg.labels import SPINE
+    from spineseg.metrics import reference_labels
+
+    gt = _labels(0)
+    pred = np.isin(gt, (1, 2)).astype(np.uint8)  # vertebrae and discs found, the canal missed
+    pred[0] = 0  # and one slice missed entirely
+    _write(gt, tmp_path / "c_label.nii.gz")
+    _write(pred, tmp_path / "c_seg.nii.gz")
+    assert main(["evaluate", str(tmp_path / "c_seg.nii.gz"), str(tmp_path / "c_label.nii.gz"), "-o",
+                 str(tmp_path / "r"), "--classes", "binary"]) == 0
+    capsys.readouterr()
+    user = json.loads((tmp_path / "r" / "metrics.json").read_text())["cases"]["c"]
+    fg = int((gt != 0).sum())
+    expected = 2 * int(pred.sum()) / (int(pred.sum()) + fg)  # pred lies inside the ground truth's structures
+    assert user["classes"]["spine"]["dsc"] == pytest.approx(expected, abs=1e-12)
+    assert user["classes"]["spine"]["gt_voxels"] == fg
+    validation = case_metrics(reference_labels(pred, [SPINE], True), reference_labels(gt, [SPINE], True), [SPINE])
+    assert user["classes"]["spine"] == pytest.approx(validation["classes"]["spine"], abs=1e-12)
+
+
 def _no_output(out: Path) -> None:
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]

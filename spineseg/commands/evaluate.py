@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace, reporter) -> int:
     extra = {"pred": str(args.pred), "gt": str(args.gt), "pairs": {c: [str(p), str(g)] for c, (p, g) in pairs.items()}}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="volume is near-isotropic")
-        report = write_report(out, cases, classes, overlay_source(pairs, images, binary), args.title, notes,
+        report = write_report(out, cases, classes, overlay_source(pairs, images, classes, binary), args.title, notes,
                         args.overwrite, extra)
     reporter(1.0, "report written")
     pooled = pool_metrics(cases, classes)
