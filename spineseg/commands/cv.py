@@ -14,6 +14,7 @@ from spineseg.networks import ABLATION_SET
 from spineseg.progress import Reporter
 from spineseg.training.crossval import run_cv
 from spineseg.training.data import find_cases, kfold_split
+from spineseg.training.init_weights import check_no_leak
 from spineseg.training.run_layout import has_results
 from spineseg.training.run_lock import run_lock
 
@@ -44,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
             held.enter_context(run_lock(out))
         if main and not args.resume and has_results(out):
             raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
-        kfold_split([c.id for c in find_cases(args.data)], args.folds, base.seed)  # too few cases: before any caching
+        ids = [c.id for c in find_cases(args.data)]
+        kfold_split(ids, args.folds, base.seed)  # too few cases: before any caching
+        if base.init_weights:
+            check_no_leak(base.init_weights, ids)  # every case validates in one fold
         prepared = prepare(args, base, reporter)
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
                         device=args.device, resume=args.resume, event=reporter.event,

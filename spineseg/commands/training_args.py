@@ -14,8 +14,9 @@ from spineseg.io import refuse_input_as_output
 from spineseg.networks import resolve_hparams
 from spineseg.preprocessing import PreprocessingConfig
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
+from spineseg.training.init_weights import init_weights_spec
 from spineseg.training.run_layout import CACHE
-from spineseg.training.runner import prepare_data_once
+from spineseg.training.runner import model_classes, prepare_data_once
 
 #: share of the progress bar for checking and preprocessing the data
 PREP_SHARE = 0.05
@@ -58,6 +59,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inplane-mm", type=float, metavar="MM",
                         help="resample the data in-plane to MM once before training (default: keep its spacing); "
                              "inference resamples to the same spacing")
+    parser.add_argument("--init-weights", metavar="MODEL",
+                        help="start from the weights of this model folder (fine-tuning; same --model and "
+                             "--hparam values) instead of random weights, e.g. the bundled model")
     parser.add_argument("--val-every", type=int, help="validate every N epochs (default 1; always after the last)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
@@ -102,7 +106,7 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
     prep = PreprocessingConfig()
     if args.n4 is not None:
         prep.n4 = bool(args.n4)
-    return preset_config(
+    config = preset_config(
         args.preset, model=model, hparams=hparams, binary=binary, classes=classes, epochs=epochs,
         time_budget_min=args.time_budget,
         batch=args.batch, lr=args.lr, window=list(args.window) if args.window else None,
@@ -112,6 +116,9 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         val_every=args.val_every, workers=args.workers, seed=args.seed,
         deterministic=args.deterministic,
         preprocessing=prep.to_dict())
+    if args.init_weights:
+        config = config.replace(init_weights=init_weights_spec(args.init_weights, config, model_classes(config)))
+    return config
 
 
 def refuse_data_as_output(args: argparse.Namespace) -> None:

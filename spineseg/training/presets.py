@@ -69,6 +69,7 @@ class TrainConfig:
     workers: int = 2
     deterministic: bool = False
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # PreprocessingConfig.to_dict()
+    init_weights: Optional[Dict[str, Any]] = None  # {"model": folder, "sha256": ...}: fine-tune from it (init_weights.py)
 
     def __post_init__(self) -> None:
         self.check()

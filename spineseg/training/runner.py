@@ -21,6 +21,7 @@ from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, cache_cases, find_cases, validate_cases
+from spineseg.training.init_weights import check_no_leak
 from spineseg.training.presets import TrainConfig, resume_changes, thick_k
 from spineseg.training.trainer import environment_info, init_distributed, train
 
@@ -170,6 +171,8 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     rank = int(os.environ.get("RANK", "0"))
     main = rank == 0
     classes = model_classes(config)
+    if config.init_weights:
+        check_no_leak(config.init_weights, val_ids)  # before anything is written
     if main:
         run.mkdir(parents=True, exist_ok=True)
         write_json(config.to_dict(), run / layout.CONFIG, overwrite=True)

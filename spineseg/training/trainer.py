@@ -36,6 +36,7 @@ from spineseg.io import write_bytes_atomic
 from spineseg.labels import ClassInfo
 from spineseg.inference.backends import resolve_torch_device
 from spineseg.training.data import CachedCase
+from spineseg.training.init_weights import load_init_weights
 from spineseg.training import run_layout as layout
 from spineseg.training.presets import TrainConfig, budget_lr_factor, lr_factor, resume_changes
 from spineseg.training.sampling import WindowDataset
@@ -373,6 +374,8 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
     session = _setup(config, train_cases, run, classes, device, started)
     if resume and session.checkpoint.is_file():
         _resume(session)
+    elif config.init_weights:
+        load_init_weights(session.net, config.init_weights)
     session.last_report = time.monotonic()
     writer = None
     if tensorboard and session.dist.main:
