@@ -79,7 +79,7 @@ def test_levels_outputs(tmp_path, case, random_model, segment_gives_label, capsy
     assert {s["name"]: s["labelValue"] for s in segments}["L4-L5"] == 123
     by_name = {s["name"]: s for s in segments}
     assert by_name["L4"]["terminology"]["type"] == ["SCT", "11994002", "L4 vertebra"]
-    assert by_name["L4-L5"]["terminology"]["type"][1] == "360499006"
+    assert by_name["L4-L5"]["terminology"]["type"] == ["SCT", "84020006", "L4/L5 disc"]
     assert by_name["S1"]["terminology"]["type"][1] == "54735007"
     assert by_name["L3"]["color"] != by_name["L4"]["color"] and by_name["L3"]["color"] == by_name["L5"]["color"]
     assert by_name["L3-L4"]["color"] != by_name["L4-L5"]["color"]

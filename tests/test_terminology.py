@@ -105,8 +105,10 @@ def test_shipped_terminology_context_matches_the_codes():
     (category,) = data["SegmentationCodes"]["Category"]
     assert (category["CodingSchemeDesignator"], category["CodeValue"], category["CodeMeaning"]) == ANATOMICAL_STRUCTURE
     types = {(t["CodingSchemeDesignator"], t["CodeValue"], t["CodeMeaning"]) for t in category["Type"]}
-    from spineseg.levels.segments import SACRUM_CODE, VERTEBRA_CODES  # the per-level read-out's segments
+    from spineseg.levels.segments import DISC_CODES, SACRUM_CODE, VERTEBRA_CODES, disc_code  # per-level segments
 
     levels = {("SCT", code, f"{name} vertebra") for name, code in VERTEBRA_CODES.items()} | {
-        (SACRUM_CODE.scheme, SACRUM_CODE.value, SACRUM_CODE.meaning)}
+        (SACRUM_CODE.scheme, SACRUM_CODE.value, SACRUM_CODE.meaning)} | {
+        (c.scheme, c.value, c.meaning) for c in map(disc_code, DISC_CODES)}
+    assert ("SCT", "84020006", "L4/L5 disc") in levels and len(set(DISC_CODES.values())) == len(DISC_CODES)
     assert types == {(c.scheme, c.value, c.meaning) for c in TYPE_CODES.values()} | levels

@@ -37,7 +37,7 @@ def test_slicer_reads_names_terminology_and_voxels(tmp_path):
     assert names == result.names()
     l4 = segmentation.GetSegment(ids[names.index("L4")])
     assert "SCT^11994002^L4 vertebra" in l4.GetTerminology()
-    assert "SCT^360499006^Intervertebral disc" in segmentation.GetSegment(ids[names.index("L4-L5")]).GetTerminology()
+    assert "SCT^84020006^L4/L5 disc" in segmentation.GetSegment(ids[names.index("L4-L5")]).GetTerminology()
     # voxels: each segment's labelmap holds exactly that level's voxels
     expected = sitk.GetArrayFromImage(levels_image(result, ph.label))
     for sid, name in zip(ids, names):

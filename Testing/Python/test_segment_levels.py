@@ -137,7 +137,7 @@ def test_levels_segments_table_review_and_jump(harness, unet, tmp_path):
         assert colours == [COLOURS[kind][i % 2] for i in range(len(colours))], kind
         assert all(a != b for a, b in zip(colours, colours[1:]))
 
-    # terminology: each lumbar vertebra its own code, every entry found in the loaded SpineSeg context
+    # terminology: each vertebra and disc its own code, every entry found in the loaded SpineSeg context
     terminologies = harness.logics["terminologies"]
     context = unet.terminology.CATEGORY_CONTEXT
     codes = {}
@@ -151,7 +151,9 @@ def test_levels_segments_table_review_and_jump(harness, unet, tmp_path):
     assert codes["L4"] == ("11994002", "L4 vertebra") and codes["L1"] == ("66794005", "L1 vertebra")
     assert len({codes[n] for n in names if n in ("L1", "L2", "L3", "L4", "L5")}) == 5
     assert codes["spinal canal"] == ("61853006", "Spinal canal")
-    assert codes["L4-L5"][1].startswith("Intervertebral disc") or codes["L4-L5"][1] == "L4/L5 disc"
+    assert codes["L4-L5"] == ("84020006", "L4/L5 disc") and codes["L5-S1"] == ("715056000", "L5/S1 disc")
+    discs = [n for n, s in zip(names, structures) if s["kind"] == "disc"]
+    assert len({codes[n] for n in discs}) == len(discs)  # each disc its own code
 
     # the table: one row per structure, named columns with titles and units, the job's numbers
     tableNode = run.measurementsTable

@@ -1,10 +1,11 @@
 """Per-level structures as Slicer segments: name, ID, colour (alternating between neighbours) and terminology.
 
-Codes (SNOMED CT, category 123037004 "Anatomical Structure"): the vertebra codes are the
-ones the TotalSegmentator Slicer extension's terminology context uses (C1..C7, T1..T12,
-L1..L5 vertebra, sacrum 54735007; Slicer's own DICOM master list has only "Vertebra" and
-"Sacrum"); discs share 360499006 "Intervertebral disc" and the canal 61853006 "Spinal
-canal" (as :mod:`spineseg.terminology`), the level being in the segment name. Every code
+Codes (SNOMED CT, category 123037004 "Anatomical Structure"): the vertebra codes are DICOM
+PS3.16 CID 7603 "Vertebra", as the TotalSegmentator Slicer extension's terminology context has
+them (C1..C7, T1..T12, L1..L5 vertebra, sacrum 54735007; Slicer's own DICOM master list has only
+"Vertebra" and "Sacrum"); each disc from C2-C3 to L5-S1 its code from DICOM PS3.16 CID 7604 "Intervertebral
+Disc" (``L4/L5 disc`` 84020006, ...; a disc without one, such as C1-C2, gets 360499006
+"Intervertebral disc"), the canal 61853006 "Spinal canal" (as :mod:`spineseg.terminology`). Every code
 is also in SpineSeg's terminology context (SpineSegUNet/Resources/Terminology, checked by
 tests/test_terminology.py), so each segment resolves to an entry in Slicer.
 """
@@ -25,6 +26,21 @@ VERTEBRA_CODES: Dict[str, str] = {
     "L1": "66794005", "L2": "14293000", "L3": "36470004", "L4": "11994002", "L5": "49668003",
 }
 SACRUM_CODE = Code("SCT", "54735007", "Sacrum")
+#: SNOMED CT codes of the discs by the read-out's disc name (DICOM PS3.16 CID 7604; meaning "L4/L5 disc")
+DISC_CODES: Dict[str, str] = {
+    "C2-C3": "1078209008", "C3-C4": "58820006", "C4-C5": "49400002", "C5-C6": "73959003", "C6-C7": "75095006",
+    "C7-T1": "37414007", "T1-T2": "40908007", "T2-T3": "6004007", "T3-T4": "2620004", "T4-T5": "82965004",
+    "T5-T6": "72692000", "T6-T7": "74401007", "T7-T8": "28693002", "T8-T9": "9188009", "T9-T10": "113209001",
+    "T10-T11": "34959001", "T11-T12": "1537001", "T12-L1": "76206002", "L1-L2": "80064006", "L2-L3": "67459009",
+    "L3-L4": "62551000", "L4-L5": "84020006", "L5-S1": "715056000",
+}
+
+
+def disc_code(name: str) -> Code:
+    """The code of one disc (``L4-L5`` -> ``L4/L5 disc``), the general disc code where CID 7604 has none."""
+    if name in DISC_CODES:
+        return Code("SCT", DISC_CODES[name], name.replace("-", "/") + " disc")
+    return TYPE_CODES["intervertebral disc"]
 
 #: two colours per kind (0-255 RGB), alternated from one level to the next so neighbours differ
 COLOURS: Dict[str, Tuple[Tuple[int, int, int], Tuple[int, int, int]]] = {
@@ -40,7 +56,9 @@ def type_code(structure: Structure) -> Code:
         if structure.name == "S1":
             return SACRUM_CODE
         return Code("SCT", VERTEBRA_CODES[structure.name], f"{structure.name} vertebra")
-    return TYPE_CODES["intervertebral disc" if structure.kind == "disc" else "spinal canal"]
+    if structure.kind == "disc":
+        return disc_code(structure.name)
+    return TYPE_CODES["spinal canal"]
 
 
 def terminology_entry(structure: Structure) -> str:
