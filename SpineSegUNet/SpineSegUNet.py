@@ -113,6 +113,7 @@ class SpineSegUNetParameterNode:
     n4 - run N4 bias-field correction first; n4Shrink - its in-plane shrink factor.
     modelSource - the bundled default model or the folder in modelPath.
     device, backend - where and with what the network runs.
+    tta - flip test-time augmentation: averaged predictions, and the review flag's uncertainty (twice the time).
     outputSegmentation - segmentation to fill; None creates a new one.
     levels - one segment per vertebra and disc (L4, L4-L5, ...) with a measurements table and a review
         flag, instead of one segment per class (only for models with vertebra, disc and canal classes).
@@ -126,6 +127,7 @@ class SpineSegUNetParameterNode:
     modelPath: pathlib.Path
     device: Device = Device.AUTO
     backend: Backend = Backend.ONNX
+    tta: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
     levels: bool = True
     show3D: bool = True
@@ -447,7 +449,8 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
         return segment_command.SegmentOptions(
             model=str(modelDir) if modelDir is not None else None,
             device=parameterNode.device.value, backend=parameterNode.backend.value,
-            n4=parameterNode.n4, n4_shrink=parameterNode.n4Shrink if parameterNode.n4 else None, levels=levels)
+            n4=parameterNode.n4, n4_shrink=parameterNode.n4Shrink if parameterNode.n4 else None, levels=levels,
+            tta=bool(parameterNode.tta))
 
     # -- dependencies --------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ def test_levels_option_on_the_command_line_and_its_package():
     argv = segment_command("py", ["in.nrrd"], "out.nrrd", SegmentOptions(levels=True))
     assert "--levels" in argv and argv[-1] == "--json"
     assert "--levels" not in segment_command("py", ["in.nrrd"], "out.nrrd", SegmentOptions())
+    assert "--tta" in segment_command("py", ["in.nrrd"], "out.nrrd", SegmentOptions(tta=True))
+    assert "--tta" not in segment_command("py", ["in.nrrd"], "out.nrrd", SegmentOptions())
     have = {"numpy", "SimpleITK", "safetensors", "onnxruntime"}
     assert missing_requirements("onnx", importable=lambda m: m in have) == []
     assert [r.module for r in missing_requirements("onnx", levels=True, importable=lambda m: m in have)] == ["slicerio"]

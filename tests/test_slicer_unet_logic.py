@@ -53,7 +53,7 @@ def test_enums_match_cli_and_ui(module):
 
 def _params(module, **kw):
     base = dict(modelSource=module.ModelSource.FOLDER, modelPath=Path("/models/m"), device=module.Device.CPU,
-                backend=module.Backend.ONNX, n4=True, n4Shrink=2, levels=False)
+                backend=module.Backend.ONNX, n4=True, n4Shrink=2, levels=False, tta=False)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -67,12 +67,16 @@ def test_panel_parameters_become_a_valid_command_line(module):
         (str(Path("/models/m")), "cpu", "onnx", True, 2)
     off = logic.segmentOptions(_params(module, n4=False, device=module.Device.CUDA, backend=module.Backend.TORCH))
     assert off.n4 is False and off.n4_shrink is None and off.device == "cuda" and off.backend == "torch"
+    assert options.tta is False and logic.segmentOptions(_params(module, tta=True)).tta is True
     parser = build_parser()
     sub = [a for a in parser._actions if a.dest == "command"][0]
     if "segment" in sub.choices:
         for opts in (options, off):
             args = parser.parse_args(segment_command("py", ["in.nrrd"], "out.nrrd", opts)[3:])
             assert args.json and args.backend == opts.backend and args.n4 is opts.n4
+        tta = logic.segmentOptions(_params(module, tta=True, levels=True))
+        args = parser.parse_args(segment_command("py", ["in.nrrd"], "out.nrrd", tta)[3:])
+        assert args.tta is True and args.levels is True
 
 
 def test_levels_only_for_models_with_the_three_classes(module, tmp_path):

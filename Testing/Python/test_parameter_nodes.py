@@ -25,11 +25,11 @@ def test_unet_parameters_round_trip(harness, tmp_path):
     output = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "out")
     p = unet.SpineSegUNetLogic().getParameterNode()
     assert p.n4 is True and p.n4Shrink == 4 and p.backend is unet.Backend.ONNX and p.inputVolume is None
-    assert p.levels is True  # the per-level read-out is on by default
+    assert p.levels is True and p.tta is False  # the per-level read-out on by default, flip TTA off
     p.inputVolume, p.outputSegmentation = volume, output
     p.n4, p.n4Shrink, p.device, p.backend = False, 8, unet.Device.CPU, unet.Backend.TORCH
     p.modelSource, p.modelPath, p.show3D = unet.ModelSource.FOLDER, pathlib.Path(tmp_path / "m"), False
-    p.levels = False
+    p.levels, p.tta = False, True
     with pytest.raises(ValueError):
         p.n4Shrink = 17  # WithinRange(1, 16)
     # one parameter node per module, found again by a new logic
@@ -43,7 +43,7 @@ def test_unet_parameters_round_trip(harness, tmp_path):
     assert q.modelPath == tmp_path / "m"
     options = unet.SpineSegUNetLogic.segmentOptions(q)
     assert (options.model, options.device, options.backend, options.n4) == (str(tmp_path / "m"), "cpu", "torch", False)
-    assert options.levels is False
+    assert options.levels is False and options.tta is True
 
 
 def test_training_parameters_round_trip(harness, tmp_path):

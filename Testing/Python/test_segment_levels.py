@@ -47,15 +47,15 @@ def oblique_phantom(tmp_path) -> Path:
     return path
 
 
-def levels_options():
+def levels_options(tta=False):
     from spineseg.moduleslogic.segment_command import SegmentOptions
 
-    return SegmentOptions(model=str(MODEL), device="cpu", backend="onnx", n4=False, levels=True)
+    return SegmentOptions(model=str(MODEL), device="cpu", backend="onnx", n4=False, levels=True, tta=tta)
 
 
-def finished_run(logic, volume, tmp_path, outputSegmentation=None):
+def finished_run(logic, volume, tmp_path, outputSegmentation=None, tta=False):
     """A levels run that has finished (not yet loaded), and a copy of the read-out it wrote."""
-    run = logic.startSegmentation(volume, levels_options(), outputSegmentation=outputSegmentation)
+    run = logic.startSegmentation(volume, levels_options(tta), outputSegmentation=outputSegmentation)
     run.job.wait(timeout=300)
     assert run.succeeded, run.failureMessage()
     from spineseg.levels.outputs import level_paths
@@ -186,6 +186,7 @@ def test_levels_segments_table_review_and_jump(harness, unet, tmp_path):
     review, levelNames = unet.readoutLines(tableNode)
     assert review == levels_readout.review_text(truth) and levelNames == levels_readout.levels_text(truth)
     assert review.startswith("Review recommended: " if truth["review"]["flag"] else "No review flag")
+    assert truth["review"]["uncertainty"] is None  # flip TTA off (the panel's default)
     assert levels_readout.summary_text(truth).endswith("spinal canal")
 
     # a row's position is the level's centroid in RAS, where the slice views jump to
@@ -229,7 +230,9 @@ def test_levels_into_a_chosen_output_under_a_transform(harness, unet, tmp_path):
     output.GetSegmentation().GetSegment(stale).SetTag(unet.LEVEL_TAG, "9")  # from an earlier read-out
 
     logic = unet.SpineSegUNetLogic()
-    run, truth = finished_run(logic, volume, tmp_path, outputSegmentation=output)
+    run, truth = finished_run(logic, volume, tmp_path, outputSegmentation=output, tta=True)
+    # with flip TTA the review has its uncertainty; without (the other tests) it says it rests on plausibility
+    assert 0.0 <= truth["review"]["uncertainty"] < 1.0
     try:
         assert logic.finishSegmentation(run) is output
         nodes = harness.node_ids()

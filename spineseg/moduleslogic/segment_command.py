@@ -17,6 +17,7 @@ class SegmentOptions:
     n4: Optional[bool] = None  # None: what the model header says
     n4_shrink: Optional[int] = None
     levels: bool = False  # also the per-level read-out (--levels)
+    tta: bool = False  # flip test-time augmentation (--tta): averaged predictions and the review's uncertainty
     overwrite: bool = False
     extra_args: List[str] = field(default_factory=list)  # further CLI options, passed as given
 
@@ -44,6 +45,8 @@ def segment_command(python: str, inputs: Sequence[str], output: str, options: Se
         argv += ["--n4-shrink", str(int(options.n4_shrink))]
     if options.levels:
         argv.append("--levels")
+    if options.tta:
+        argv.append("--tta")
     if options.overwrite:
         argv.append("--overwrite")
     argv += list(options.extra_args)
