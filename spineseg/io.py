@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -369,31 +369,46 @@ def _default_file_mode() -> int:
 def write_bytes_atomic(data: bytes, path: PathLike, *, overwrite: bool = False) -> Path:
     """Write any file atomically (reports, JSON, model files), same rules as :func:`write_image`."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise InputError(f"{p}: output exists; pass --overwrite to replace it or choose another name")
-    created = make_parents(p)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    except OSError as exc:
-        remove_empty(created)
-        raise InputError(f"{p}: cannot write file ({exc.strerror}; {free_space(p.parent)}); "
-                         "check free space and permissions") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the usual umask-based mode
-        os.replace(tmp, p)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        remove_empty(created)
-        raise InputError(f"{p}: cannot write file ({exc.strerror or exc}; {free_space(p.parent)}); "
-                         "check free space and permissions") from None
+    write_files_atomic({p: data}, overwrite=overwrite)
     return p
+
+
+def write_files_atomic(files: Dict[Path, bytes], *, overwrite: bool = False) -> None:
+    """Write files that belong together (a model's weights and the header holding their sha256):
+    every one goes to a temporary file first, and only when all are written and synced are they
+    renamed into place, in order. A full disk leaves none of them changed."""
+    paths = [Path(p) for p in files]
+    for p in paths:
+        if p.exists() and not overwrite:
+            raise InputError(f"{p}: output exists; pass --overwrite to replace it or choose another name")
+    created: List[Path] = []
+    temps: List[str] = []
+    current = paths[0]
+    try:
+        for p, data in zip(paths, files.values()):
+            current = p
+            created += make_parents(p)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the usual umask-based mode
+        for tmp, p in zip(temps, paths):
+            current = p
+            os.replace(tmp, p)
+    except BaseException as exc:  # a refusal, a full disk or Ctrl-C: no temporary file stays
+        for tmp in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        remove_empty(created)
+        if not isinstance(exc, OSError):
+            raise
+        raise InputError(f"{current}: cannot write file ({exc.strerror or exc}; {free_space(current.parent)}); "
+                         "check free space and permissions") from None
 
 
 class Replacements:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from spineseg import __version__
 from spineseg.errors import InputError
-from spineseg.io import json_text, write_bytes_atomic
+from spineseg.io import json_text, write_files_atomic
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.networks import build_network, network_names
 
@@ -318,8 +318,8 @@ def save_model(path: PathLike, network: Any, header: ModelHeader, *, overwrite: 
     header.onnx = None  # an ONNX export belongs to the old weights; infer's export adds it again
     stale = folder / ONNX_FILE
     folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(data, folder / WEIGHTS_FILE, overwrite=True)
-    write_bytes_atomic(header.to_json().encode("utf-8"), folder / HEADER_FILE, overwrite=True)
+    write_files_atomic({folder / WEIGHTS_FILE: data, folder / HEADER_FILE: header.to_json().encode("utf-8")},
+                       overwrite=True)  # a full disk never leaves new weights beside the old header
     if stale.is_file():
         stale.unlink()
     return folder

@@ -334,29 +334,44 @@ def locked_run(d: Path) -> Path:
     return run
 
 
+def mount_tmpfs(folder: Path, size: str = "1m") -> bool:
+    """Mount a tmpfs of ``size`` on ``folder`` where this process may (unmount with ``umount -l``)."""
+    if os.environ.get("SPINESEG_TEST_NO_MOUNT") == "1":
+        return False
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True,
+                       capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def fill_disk(folder: Path, free: int = 0) -> Path:
+    """Fill the filesystem of ``folder`` with ``folder/.filler``, then give back ``free`` bytes."""
+    filler = folder / ".filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    os.truncate(filler, max(0, filler.stat().st_size - free))
+    return filler
+
+
 def _filled(d: Path, name: str, free: int, old: bool = False) -> Path:
     """A folder on a filesystem with ``free`` bytes left (a tmpfs), or a folder with injected short writes."""
     folder = d / name
     folder.mkdir()
     if _FAULT.get("mounts") is not None:
-        try:
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True,
-                           capture_output=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            _FAULT["mounts"] = None
-        else:
+        if mount_tmpfs(folder):
             _FAULT["mounts"].append(folder)
+        else:
+            _FAULT["mounts"] = None
     if old:
         (folder / "seg.nii.gz").write_bytes(b"an earlier good result")
     if _FAULT.get("mounts"):
-        with open(folder / ".filler", "wb", buffering=0) as fh:  # fill the disk, then give back `free` bytes
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-            except OSError:
-                pass
-        size = (folder / ".filler").stat().st_size
-        os.truncate(folder / ".filler", max(0, size - free))
+        fill_disk(folder, free)
     else:
         _FAULT["short_writes"] = free
     return folder
@@ -492,7 +507,7 @@ def _snapshot(folder: Path) -> Dict[str, str]:
 def fault(monkeypatch):
     """Mount state for {full}/{nearly_full}; the fallback shortens every image ITK writes."""
     _FAULT.clear()
-    _FAULT["mounts"] = [] if os.environ.get("SPINESEG_TEST_NO_MOUNT") != "1" else None
+    _FAULT["mounts"] = []
     real = sitk.WriteImage
 
     def short_write(img, path, *args, **kwargs):

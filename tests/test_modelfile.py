@@ -109,6 +109,30 @@ def test_no_silent_overwrite(saved):
     assert not torch.equal(load_model(folder).network.head.weight, net.head.weight)
 
 
+def test_full_disk_never_leaves_new_weights_beside_the_old_header(tmp_path, monkeypatch):
+    """Replacing a model when the disk runs out between the weights and the header (the header's write
+    fails with ENOSPC): the old model stays whole, weights and the header holding their sha256, with no
+    temporary file left."""
+    import errno
+    import os
+
+    folder = save_model(tmp_path / "m", _net(seed=0), _header())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".model.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(InputError, match="model.json: cannot write file .*free"):
+        save_model(folder, _net(seed=1), _header(), overwrite=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    load_model(folder)
+
+
 def test_header_must_match_network(tmp_path):
     with pytest.raises(InputError, match="does not match the network"):
         save_model(tmp_path / "x", _net(out_channels=2), _header())

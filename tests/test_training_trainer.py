@@ -147,6 +147,76 @@ def _second_run(data: Path, run: Path):
     return rc, err.getvalue()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fails", ["log", "checkpoint"])
+def test_full_disk_during_training_keeps_the_last_checkpoint_and_resumes(tmp_path, capsys, monkeypatch, fails):
+    """The disk fills after epoch 1's checkpoint, so epoch 2's log line (no space left) or checkpoint
+    (64 KiB left) cannot be written: exit 2 with one line naming the free space, epoch 1's checkpoint
+    intact, no temporary file and no model; once space is freed, --resume ends as the uninterrupted
+    run does, with one log line per epoch. A real tmpfs where the test may mount one, else every
+    write into the run folder (or its checkpoints) fails from then on (ENOSPC at fsync)."""
+    import errno
+
+    import spineseg.training.trainer as trainer
+    from spineseg.cli import main
+    from spineseg.modelfile import load_model
+    from test_bad_input import fill_disk, mount_tmpfs
+
+    data = write_toy_cases(tmp_path / "data", 4)
+    assert main(_cmd(data, tmp_path / "a")[3:]) == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = mount_tmpfs(disk, "16m")
+    run = disk / "run"
+    full = []
+    real_save, real_fsync = trainer._save_checkpoint, os.fsync
+
+    def save_then_fill(session, epoch):
+        real_save(session, epoch)
+        if epoch == 1:
+            full.append(fill_disk(disk, free=0 if fails == "log" else 64 * 1024) if mounted else True)
+            assert (run / "checkpoints" / "last.pt").stat().st_size > 256 * 1024  # more than 64 KiB
+
+    failing = run if fails == "log" else run / "checkpoints"
+
+    def fsync(fd):
+        if full and not mounted and os.readlink(f"/proc/self/fd/{fd}").startswith(str(failing)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    try:
+        monkeypatch.setattr(trainer, "_save_checkpoint", save_then_fill)
+        monkeypatch.setattr(os, "fsync", fsync)
+        capsys.readouterr()
+        rc = main(_cmd(data, run)[3:])
+        err = capsys.readouterr().err
+        assert rc == 2 and full, err
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("spineseg: warning:")]
+        assert len(lines) == 1 and lines[0].startswith("spineseg: error:") and " free" in lines[0], err
+        assert ("log.jsonl" if fails == "log" else "last.pt") + ": cannot write file" in lines[0], err
+        assert trainer.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+        logged = [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines()]
+        assert logged == ([1] if fails == "log" else [1, 2])  # the log never falls behind the checkpoint
+        assert not (run / "model").exists()
+        left = [p.name for p in run.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+        assert not left, left
+
+        monkeypatch.undo()
+        if mounted:
+            full[0].unlink()
+        else:
+            full.clear()
+        assert main(_cmd(data, run, "--resume")[3:]) == 0, capsys.readouterr().err
+        assert [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+        wa, wb = _weights(tmp_path / "a"), _weights(run)
+        for k in wa:
+            np.testing.assert_allclose(wa[k], wb[k], rtol=0, atol=1e-6, err_msg=k)
+        load_model(run / "model", device="cpu")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=20)
+
+
 def test_resume_changes_separates_what_may_differ():
     from spineseg.training.presets import resume_changes
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from spineseg.errors import InputError
 from spineseg.inference.backends import ModelInfo
-from spineseg.io import json_text, write_json
+from spineseg.io import json_text, write_bytes_atomic, write_json
 from spineseg.labels import SPINE, SPINE_CLASSES, ClassInfo
 from spineseg.modelfile import ArchitectureSpec, ModelHeader, save_model
 from spineseg.training import run_layout as layout
@@ -157,6 +157,24 @@ def summarise_metrics(pooled: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def append_epoch(log: Path, record: Dict[str, Any]) -> None:
+    """Add one epoch to ``log.jsonl``, rewritten atomically: a full disk leaves the old log, and the
+    lines of epochs a killed or failed run recorded but did not checkpoint (redone on --resume) and any
+    line a kill cut short are dropped, so the log always matches the checkpoint's history."""
+    kept = []
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                earlier = json.loads(line)
+            except ValueError:
+                continue
+            epoch = earlier.get("epoch") if isinstance(earlier, dict) else None
+            if isinstance(epoch, int) and epoch < record["epoch"]:
+                kept.append(line)
+    kept.append(json_text(record, indent=None))
+    write_bytes_atomic(("\n".join(kept) + "\n").encode("utf-8"), log, overwrite=True)
+
+
 def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: Sequence[str],
                  val_ids: Sequence[str], run_dir: os.PathLike, *, data_summary: Dict[str, Any],
                  device: str = "auto", resume: bool = False, event: Optional[EventFn] = None,
@@ -182,8 +200,7 @@ def run_training(config: TrainConfig, cases: Dict[str, CachedCase], train_ids: S
     log_path = run / layout.LOG
 
     def on_epoch(record: Dict[str, Any]) -> None:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json_text(record, indent=None) + "\n")
+        append_epoch(log_path, record)
         if event is not None:
             event("epoch", **({"fold": fold} if fold is not None else {}), **({"model": config.model}),
                   **{k: record[k] for k in ("epoch", "epochs", "loss", "val_dsc", "lr", "windows_per_s", "eta_s")})

@@ -415,13 +415,13 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
                   "seconds": time.monotonic() - t0, "eta_s": eta}
         session.history.append(record)
         if session.dist.main:
+            if on_epoch is not None:  # the log before the checkpoint: a resume redoes (and re-logs) this epoch
+                on_epoch(record)
             _save_checkpoint(session, epoch + 1)
             if writer is not None:
                 for key in ("loss", "val_dsc", "lr", "windows_per_s"):
                     if record[key] is not None:
                         writer.add_scalar(key, record[key], epoch + 1)
-            if on_epoch is not None:
-                on_epoch(record)
         session.dist.barrier()
         if done.stopped:
             break
