@@ -64,7 +64,9 @@ class SpineSegUNet(ScriptedLoadableModule):
 Segments vertebrae, intervertebral discs and the spinal canal (or one "spine" segment for
 binary models) in thick-slice sagittal MR with a hybrid 2D/3D UNet. Choose the input volume,
 click <b>Segment</b>. The model runs in a separate process: the progress bar shows the time
-left and <b>Cancel</b> stops it without changing the scene.
+left and <b>Cancel</b> stops it without changing the scene. With <b>Levels</b> (on by default)
+each vertebra and disc is its own segment (L4, L4-L5, ...), the measurements in mm are shown in
+a table (click a row to centre the slice views on that level) with a review flag and its reasons.
 See the <a href="https://github.com/spineseg/SpineSeg/blob/main/SpineSegUNet/README.md">module documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -911,7 +913,8 @@ SAMPLE_MIN_DSC = 0.7
 
 
 class SpineSegUNetTest(ScriptedLoadableModuleTest):
-    """Bundled sample -> Segment -> named segments that match its labels; a failing run leaves the scene alone."""
+    """Bundled sample -> Segment -> named segments that match its labels; Levels on a phantom -> one segment
+    per level, the measurements table and the review lines; a failing run leaves the scene alone."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -921,12 +924,14 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
         self.test_FailureLeavesSceneUnchanged()
         self.setUp()
         self.test_SampleSegmentation()
+        self.setUp()
+        self.test_LevelsOnPhantom()
 
-    def _phantomVolume(self):
+    def _phantomVolume(self, size=(64, 64, 12), spacing=(1.2, 1.2, 4.4), seed=3):
         from spineseg.phantom import make_phantom
 
-        # a small thick-slice phantom: this test only needs a volume for the (failing) run
-        phantom = make_phantom(size=(64, 64, 12), spacing=(1.2, 1.2, 4.4), seed=3)
+        # a small thick-slice phantom by default: the failing run only needs a volume
+        phantom = make_phantom(size=size, spacing=spacing, seed=seed)
         path = os.path.join(tempfile.mkdtemp(prefix="SpineSegUNetTest-"), "phantom.nrrd")
         try:
             import SimpleITK as sitk
@@ -998,4 +1003,49 @@ class SpineSegUNetTest(ScriptedLoadableModuleTest):
             self.assertGreater(dice, SAMPLE_MIN_DSC, f"segment {spec.name}: DSC {dice:.3f} against the sample's labels")
         self.assertTrue(segmentationNode.GetSegmentation().ContainsRepresentation(
             slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()))
+        self.delayDisplay("Test passed")
+
+    def test_LevelsOnPhantom(self):
+        import numpy as np
+
+        modelDir = model_registry.bundled_model_dir()
+        if modelDir is None:
+            self.skipTest("no bundled model in Resources/")
+        backend = "onnx" if (modelDir / "model.onnx").is_file() else "torch"
+        logic = SpineSegUNetLogic()
+        if not logic.ensureDependencies(backend, interactive=False, levels=True):
+            self.skipTest(f"Python packages for the {backend} backend and the per-level read-out are not installed")
+        self.delayDisplay("Levels: one segment per level, measurements, review lines (a lumbar phantom)")
+        volume = self._phantomVolume(size=(220, 220, 12), spacing=(1.38, 1.38, 4.4), seed=2)
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        options = segment_command.SegmentOptions(model=str(modelDir), device="cpu", backend=backend, n4=False,
+                                                 levels=True)
+        segmentationNode = logic.segment(volume, options, timeout=600)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before + 3)  # segmentation, display, table
+        segmentation = segmentationNode.GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        for name in ("L3", "L4", "L5", "L3-L4", "L4-L5"):
+            self.assertIn(name, names)
+        self.assertEqual(names[-1], "spinal canal")
+        self.assertIn("11994002", getSegmentTerminology(segmentation.GetSegment("l4")))
+        tableNode = measurementsTableOf(segmentationNode)
+        self.assertIsNotNone(tableNode)
+        table = tableNode.GetTable()
+        self.assertEqual(table.GetNumberOfRows(), len(names))
+        row = names.index("L4")
+        self.assertEqual(table.GetValueByName(row, "name").ToString(), "L4")
+        self.assertGreater(table.GetValueByName(row, "middle_height_mm").ToDouble(), 10.0)
+        review, levelNames = readoutLines(tableNode)
+        self.assertTrue(review.startswith(("Review recommended", "No review flag")), review)
+        self.assertTrue(levelNames.startswith("Level names"), levelNames)
+        # the jump target lies inside the L4 segment's bounds
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, "l4", volume)
+        k, j, i = np.nonzero(mask)
+        ijkToRAS = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijkToRAS)
+        corners = np.array([ijkToRAS.MultiplyPoint((float(a), float(b), float(c), 1.0))[:3]
+                            for a in (i.min(), i.max()) for b in (j.min(), j.max()) for c in (k.min(), k.max())])
+        position = np.array(structurePosition(tableNode, "L4"))
+        low, high = corners.min(axis=0) - 1e-3, corners.max(axis=0) + 1e-3
+        self.assertTrue(np.all(position >= low) and np.all(position <= high), (position, low, high))
         self.delayDisplay("Test passed")
