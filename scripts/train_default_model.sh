@@ -5,9 +5,9 @@
 #   RECIPE=v1 bash scripts/train_default_model.sh        # the first shipped model's recipe
 #
 # DATA: the shared SPIDER t2_SPACE subset (default ../shared/data/spider-t2space); RUN: the run folder
-# (default runs/cpu-hybrid-w8-<recipe>). Both recipes: a width-8 hybrid at 1.2 mm in-plane, half of the
+# (default runs/cpu-hybrid-w8-<recipe>). All recipes: a width-8 hybrid at 1.2 mm in-plane, half of the
 # windows thick-slice simulated, 104 windows per epoch (26 cases x 4), seed 0, 7 of the 33 cases held out
-# (--val-fraction 0.2, the same 7 in both).
+# (--val-fraction 0.2, the same 7 in all).
 #   RECIPE=scan-aug (default): the default preset's scan augmentation (slice thickness 3-6 mm with a random
 #     slice profile, resolution loss, blur, bias field, contrast, inversion), stopped on the wall clock after
 #     BUDGET minutes (default 52) with warm-up + cosine decay over that budget. Wall-clock training is not
@@ -16,6 +16,10 @@
 #     other work (load average about 19 on 2 cores); nothing from it is shipped.
 #   RECIPE=v1: 90 epochs, thick slices as a fixed 5-slice average, no scan augmentation (75 minutes on the
 #     2-core build machine).
+#   RECIPE=scan-aug-finetune INIT=MODEL: the scan-aug recipe started from MODEL's weights (--init-weights; the
+#     v1 model, whose held-out cases are the same 7) at half the learning rate, for BUDGET minutes. Fine-tuning
+#     keeps what the v1 model learnt while the augmentation widens the scans it has seen, in a budget the
+#     2-core machine can give.
 # A GPU session should replace both by the full recipe (scripts/gpu_run.sh).
 set -euo pipefail
 DATA=${1:-../shared/data/spider-t2space}
@@ -26,8 +30,11 @@ SPINESEG=${SPINESEG:-.venv/bin/spineseg}
 
 case "$RECIPE" in
   scan-aug) RECIPE_ARGS=(--time-budget "$BUDGET" --val-every 10) ;;
+  scan-aug-finetune)
+    [ -n "${INIT:-}" ] || { echo "RECIPE=scan-aug-finetune: give INIT=MODEL (the v1 model folder)" >&2; exit 2; }
+    RECIPE_ARGS=(--time-budget "$BUDGET" --val-every 20 --init-weights "$INIT" --lr 5e-4) ;;
   v1) RECIPE_ARGS=(--epochs 90 --val-every 5 --no-scan-aug) ;;
-  *) echo "RECIPE=$RECIPE: use scan-aug or v1" >&2; exit 2 ;;
+  *) echo "RECIPE=$RECIPE: use scan-aug, scan-aug-finetune or v1" >&2; exit 2 ;;
 esac
 
 "$SPINESEG" train "$DATA" -o "$RUN" --cache runs/cache \
