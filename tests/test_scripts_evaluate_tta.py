@@ -58,7 +58,9 @@ def test_model_card_shows_the_recorded_run(script):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = json.loads((root / "docs" / "default-model" / "review-thick.json").read_text())
     card = (root / "Resources" / "Models" / "README.md").read_text()
-    for line in script.tables(result).splitlines():
-        assert line in card, line
+    for condition in ("thin", "thick"):
+        result = json.loads((root / "docs" / "default-model" / f"review-{condition}.json").read_text())
+        assert result["conditions"] == [condition]
+        for line in script.tables(result).splitlines():
+            assert line in card, line
