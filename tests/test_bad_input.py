@@ -476,6 +476,15 @@ CASES = [
     ("train-resume-bad-checkpoint", f"train {{data}} -o {{bad_checkpoint_run}} {RESUME} --resume", 2,
      "cannot read checkpoint"),
     ("cv-too-few-cases", "cv {data} -o {out} --folds 5 --no-n4", 2, "2 cases are fewer than 5 folds"),
+    # cv --resume: only a cv folder, with the settings it was started with (its finished folds are pooled)
+    ("cv-resume-other-settings", f"cv {{data}} -o {{cv_run}} --folds 2 --resume --models resunet {TINY}", 2,
+     "--resume with different settings ("),
+    ("cv-resume-nothing-to-resume", f"cv {{data}} -o {{out}} --folds 2 --resume --models resunet {TINY}", 2,
+     "nothing to resume"),
+    ("cv-resume-train-run", f"cv {{data}} -o {{train_run}} --folds 2 --resume --models resunet {TINY}", 2,
+     "not a 'spineseg cv' run folder"),
+    ("cv-resume-corrupt-config", f"cv {{data}} -o {{corrupt_config_run}} --folds 2 --resume --models resunet {TINY}",
+     2, "config.json: damaged"),
     # a run folder another training holds (B5): refused at once, its files untouched
     ("train-run-folder-in-use", "train {data} -o {locked_run} --no-n4", 2,
      "another training is using this run folder (pid"),

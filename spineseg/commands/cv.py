@@ -12,10 +12,9 @@ from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, c
 from spineseg.errors import InputError
 from spineseg.networks import ABLATION_SET
 from spineseg.progress import Reporter
-from spineseg.training.crossval import run_cv
+from spineseg.training.crossval import check_cv_folder, run_cv
 from spineseg.training.data import find_cases, kfold_split
 from spineseg.training.init_weights import check_no_leak
-from spineseg.training.run_layout import has_results
 from spineseg.training.run_lock import run_lock
 
 NAME = "cv"
@@ -43,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         refuse_data_as_output(args)
         if main:
             held.enter_context(run_lock(out))
-        if main and not args.resume and has_results(out):
-            raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
+        if main:
+            check_cv_folder(out, base, models, args.folds, resume=args.resume)
         ids = [c.id for c in find_cases(args.data)]
         kfold_split(ids, args.folds, base.seed)  # too few cases: before any caching
         if base.init_weights:

@@ -21,7 +21,7 @@ from spineseg.metrics import pool_metrics
 from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report, write_evaluation_report
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, kfold_split
-from spineseg.training.presets import TrainConfig
+from spineseg.training.presets import TrainConfig, resume_changes
 from spineseg.training.runner import model_classes, run_training
 from spineseg.training.trainer import environment_info
 from spineseg.training.validation import Validator
@@ -33,6 +33,31 @@ def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
     keep: Dict[str, Any] = {}
     Validator({case.id: case.source()}, config, backend.info).score(backend, keep=keep)
     return keep[case.id]
+
+
+def check_cv_folder(out: Path, base: TrainConfig, models: Sequence[str], folds: int, *, resume: bool) -> None:
+    """A new cv needs an empty (or absent) folder; ``--resume`` needs a cv folder started with the same
+    models, folds and settings (else its finished folds would be pooled with folds trained otherwise)."""
+    cfg = out / layout.CONFIG
+    if not resume:
+        if layout.has_results(out):
+            raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
+        return
+    if not cfg.is_file():
+        raise InputError(f"{out}: nothing to resume (no config.json); start the run without --resume")
+    try:
+        old = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{cfg}: damaged ({type(exc).__name__}); the run cannot be resumed: "
+                         "start a new run folder") from None
+    if not isinstance(old, dict) or old.get("mode") != "cv":
+        raise InputError(f"{out}: not a 'spineseg cv' run folder; resume it with the command that started it "
+                         "or choose another folder")
+    diff, _ = resume_changes(old.get("base") if isinstance(old.get("base"), dict) else {}, base.to_dict())
+    diff += [k for k, v in (("models", list(models)), ("folds", int(folds))) if old.get(k) != v]
+    if diff:
+        raise InputError(f"{out}: --resume with different settings ({', '.join(sorted(diff))}) than the run was "
+                         "started with; repeat the original options or start a new run folder")
 
 
 def run_cv(base: TrainConfig, models: Sequence[str], cases: Dict[str, CachedCase], out_dir: os.PathLike, *,
