@@ -253,6 +253,10 @@ class SpineSegUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.levelsCheckBox.toolTip = (_("Not available: {reason}.").format(reason=noLevels) if noLevels else
                                           _("One segment per vertebra and disc (L4, L4-L5, ...) with a measurements "
                                             "table and a review flag; off: one segment per class."))
+        # a chosen output with an earlier read-out shows it (also after a saved scene is loaded)
+        earlier = measurementsTableOf(p.outputSegmentation)
+        if earlier is not None and earlier is not self.ui.measurementsTableView.mrmlTableNode():
+            self.showReadout(earlier)
         if not p.inputVolume:
             self.ui.segmentButton.toolTip = _("Select an input volume.")
             self.ui.segmentButton.enabled = False
@@ -493,10 +497,12 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
                                levels=options.levels)
 
     def finishSegmentation(self, run: SegmentationRun):
-        """Turn the finished job's label map into segments (names, colours, terminology from the model).
+        """Turn the finished job's label map into segments (names, colours, terminology from the model),
+        or with levels its per-level read-out into level segments and a measurements table.
 
-        The scene then holds the segmentation and its display node, nothing else new; if this fails,
-        it holds nothing new. A chosen output keeps its transform and its other segments.
+        The scene then holds the segmentation and its display node (and with levels the table), nothing
+        else new; if this fails, it holds nothing new. A chosen output keeps its transform and its
+        other segments.
         """
         import SimpleITK as sitk
 
