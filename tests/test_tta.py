@@ -133,3 +133,42 @@ def test_segment_cli_tta_switch(tmp_path, random_model, capsys):
         reported[flag] = done["outputs"][0].get("uncertainty")
     assert isinstance(reported["--tta"], float) and 0.0 <= reported["--tta"] <= 1.0
     assert reported["--no-tta"] is None
+
+
+def _upper_half(volume: np.ndarray, progress) -> np.ndarray:
+    """Ignores the voxels: class 1 in the first half of the superior-inferior axis, as the volume is shown."""
+    _, d, h, w = volume.shape
+    fg = np.zeros((d, h, w), dtype=np.float32)
+    fg[:, : h // 2] = 1.0
+    return np.stack([1.0 - fg, fg])
+
+
+def test_uncertainty_is_that_of_the_left_right_pair():
+    """A network that depends on which way up the volume is, not on left and right: the in-plane passes
+    disagree with the others (the disagreement map shows it), the left-right pair does not (uncertainty 0)."""
+    volume = np.zeros((1, 4, 6, 5), dtype=np.float32)
+    out = tta.average_flips(_upper_half, volume, tta.INPLANE_FLIPS, "multiclass")
+    assert out.disagreement.max() == pytest.approx(0.25) and out.uncertainty == 0.0
+    # without the left-right pair the uncertainty is that of all passes
+    alone = tta.average_flips(_upper_half, volume, ((), (1,)), "multiclass")
+    assert alone.uncertainty == 1.0
+
+
+def test_segment_cli_tta_inplane(tmp_path, random_model, capsys, monkeypatch):
+    src = tmp_path / "p.nii.gz"
+    sitk.WriteImage(small_phantom(3)[0], str(src))
+    out = tmp_path / "s.nii.gz"
+    averaged = []
+    real = tta.average_flips
+    monkeypatch.setattr(tta, "average_flips", lambda p, v, flips, *a, **k: averaged.append(flips) or real(p, v, flips, *a, **k))
+    assert main(["segment", str(src), "-o", str(out), "--model", str(random_model), "--device", "cpu",
+                 "--json", "--tta-inplane"]) == 0
+    assert averaged == [tta.INPLANE_FLIPS]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert isinstance(lines[-1]["outputs"][0]["uncertainty"], float)
+    capsys.readouterr()
+    assert main(["segment", str(src), "-o", str(tmp_path / "t.nii.gz"), "--model", str(random_model),
+                 "--device", "cpu", "--tta-inplane", "--no-tta"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tta-inplane and --no-tta contradict each other" in err[0]
+    assert not (tmp_path / "t.nii.gz").exists()

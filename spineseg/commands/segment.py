@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flip test-time augmentation: average the predictions of the volume as stored and "
                              "mirrored left-right, and report where they disagree (default: "
                              + ("on" if InferenceOptions.tta else "off") + "; twice the inference time)")
+    parser.add_argument("--tta-inplane", action="store_true",
+                        help="flip TTA with two more passes, mirrored superior-inferior and anterior-posterior "
+                             "(implies --tta; four network passes instead of two; the uncertainty stays that "
+                             "of the left-right pair)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, done, error) on stdout")
 
@@ -195,14 +199,18 @@ def _rollback(written, created_dirs: List[Path]) -> None:
 
 
 def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
-    from spineseg.inference import InferenceOptions, load, segment_image
+    from spineseg.errors import InputError
+    from spineseg.inference import InferenceOptions, load, segment_image, tta
     from spineseg.io import image_extension, list_inputs, read_image, refuse_input_as_output, write_image
 
     options = InferenceOptions(
         device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink,
         window=tuple(args.window) if args.window else None, overlap=args.overlap, tile=args.tile, batch=args.batch,
         amp=args.amp, binary=args.binary, probabilities=args.probabilities, keep_largest=args.keep_largest,
-        tta=InferenceOptions.tta if args.tta is None else args.tta)
+        tta=args.tta_inplane or (InferenceOptions.tta if args.tta is None else args.tta),
+        tta_flips=tta.INPLANE_FLIPS if args.tta_inplane else None)
+    if args.tta_inplane and args.tta is False:
+        raise InputError("--tta-inplane and --no-tta contradict each other; drop one of them")
     options.check()
     inputs = list_inputs(args.inputs)
     refuse_input_as_output([args.output], [a for a in args.inputs if Path(a).is_dir()])  # results among the images

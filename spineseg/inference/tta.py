@@ -24,6 +24,8 @@ PassFn = Callable[[np.ndarray, Callable[[float, str], None]], np.ndarray]
 
 #: the flips averaged by default: as stored, and mirrored left-right (along the slice axis)
 DEFAULT_FLIPS: Tuple[Flip, ...] = ((), (0,))
+#: ``segment --tta-inplane``: the default pair plus one pass mirrored along each in-plane axis
+INPLANE_FLIPS: Tuple[Flip, ...] = ((), (0,), (1,), (2,))
 #: every combination of flips of the three axes (8 passes)
 ALL_FLIPS: Tuple[Flip, ...] = tuple(c for n in range(4) for c in itertools.combinations((0, 1, 2), n))
 
@@ -32,7 +34,11 @@ ALL_FLIPS: Tuple[Flip, ...] = tuple(c for n in range(4) for c in itertools.combi
 class FlipAverage:
     """``probabilities``: mean over the passes (K, D, H, W); ``disagreement``: per voxel, the fraction
     of passes whose label differs from the label of the mean (D, H, W; 0 where all agree);
-    ``uncertainty``: the share of the segmented voxels (labelled by any pass) where the passes disagree."""
+    ``uncertainty``: the share of the segmented voxels where the passes disagree. When the passes
+    include the stored volume and its left-right mirror, only that pair counts: the spine is nearly
+    symmetric left-right, so their disagreement is the network's doubt, while a volume turned upside
+    down or back to front also shows how much the network depends on orientation. The review flag's
+    limit is set on that pair, whichever flips are averaged."""
 
     probabilities: np.ndarray
     disagreement: np.ndarray
@@ -80,6 +86,13 @@ def average_flips(predict: PassFn, volume: np.ndarray, flips: Sequence[Flip], ta
         differ += lab != consensus
         segmented |= lab > 0
     differ /= np.float32(n)
-    n_segmented = int(segmented.sum())
-    uncertainty = float(((differ > 0) & segmented).sum() / n_segmented) if n_segmented else 0.0
+    if all(f in flips for f in DEFAULT_FLIPS):
+        # two passes agree exactly where their labels do (the mean of two maps keeps a label both give)
+        a, b = (labels[list(flips).index(f)] for f in DEFAULT_FLIPS)
+        pair_segmented = (a > 0) | (b > 0)
+        n_segmented = int(pair_segmented.sum())
+        uncertainty = float(((a != b) & pair_segmented).sum() / n_segmented) if n_segmented else 0.0
+    else:
+        n_segmented = int(segmented.sum())
+        uncertainty = float(((differ > 0) & segmented).sum() / n_segmented) if n_segmented else 0.0
     return FlipAverage(probabilities=mean, disagreement=differ, uncertainty=uncertainty)
