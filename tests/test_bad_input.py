@@ -476,6 +476,12 @@ CASES = [
     ("train-resume-bad-checkpoint", f"train {{data}} -o {{bad_checkpoint_run}} {RESUME} --resume", 2,
      "cannot read checkpoint"),
     ("cv-too-few-cases", "cv {data} -o {out} --folds 5 --no-n4", 2, "2 cases are fewer than 5 folds"),
+    # training settings that would give a NaN model, a null in config.json, or exhaust memory
+    ("train-lr-inf", f"train {{data}} -o {{out}} {TINY} --lr inf", 2, "learning rate inf"),
+    ("train-time-budget-inf", f"train {{data}} -o {{out}} {TINY} --time-budget inf", 2, "--time-budget inf"),
+    ("train-inplane-mm-1e-9", f"train {{data}} -o {{out}} {TINY} --inplane-mm 1e-9", 2, "--inplane-mm 1e-09"),
+    ("train-inplane-mm-far-finer-than-data", f"train {{data}} -o {{out}} {TINY} --inplane-mm 0.01", 2,
+     "more than 4x finer"),
     # cv --resume: only a cv folder, with the settings it was started with (its finished folds are pooled)
     ("cv-resume-other-settings", f"cv {{data}} -o {{cv_run}} --folds 2 --resume --models resunet {TINY}", 2,
      "--resume with different settings ("),

@@ -217,6 +217,22 @@ def test_full_disk_during_training_keeps_the_last_checkpoint_and_resumes(tmp_pat
             subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=20)
 
 
+def test_diverged_training_writes_no_model(tmp_path, capsys):
+    """A learning rate that makes the loss NaN stops the run with exit 2 and one line; no model of NaN
+    weights is written (it would segment nothing, with exit 0)."""
+    from spineseg.cli import main
+
+    data, run = write_toy_cases(tmp_path / "data", 3), tmp_path / "run"
+    argv = _cmd(data, run)[3:]
+    argv[argv.index("--epochs") + 1] = "2"
+    capsys.readouterr()
+    assert main(argv + ["--lr", "1e30"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged in epoch 1 (loss nan; no checkpoint was written, no model)" in err, err
+    assert len([ln for ln in err.splitlines() if ln.startswith("spineseg: error:")]) == 1
+    assert not (run / "model").exists() and not (run / "checkpoints").exists()
+
+
 def test_resume_changes_separates_what_may_differ():
     from spineseg.training.presets import resume_changes
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from spineseg.errors import InputError
 from spineseg.inference.sliding import DEFAULT_OVERLAP
+from spineseg.io import SPACING_RANGE_MM
 
 PRESETS = ("paper", "default")
 LOSSES = ("mse", "dicece")
@@ -87,18 +89,19 @@ class TrainConfig:
         for name in ("epochs", "batch", "windows_per_case", "step_every", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.time_budget_min is not None and not float(self.time_budget_min) > 0.0:
+        if self.time_budget_min is not None and not 0.0 < float(self.time_budget_min) < math.inf:
             raise InputError(f"--time-budget {self.time_budget_min}: use a positive number of minutes, e.g. 75")
         if not 0.0 < float(self.cases_per_epoch) <= 1.0:
             raise InputError(f"cases per epoch {self.cases_per_epoch}: use a fraction in (0, 1]")
-        if not float(self.lr) > 0.0:
+        if not 0.0 < float(self.lr) < math.inf:
             raise InputError(f"learning rate {self.lr}: use a positive number such as 1e-3")
         if not 0.0 <= float(self.foreground_prob) <= 1.0:
             raise InputError(f"foreground probability {self.foreground_prob}: use a fraction in [0, 1]")
         if not 0.0 <= float(self.thick_prob) <= 1.0:
             raise InputError(f"thick-slice probability {self.thick_prob}: use a fraction in [0, 1]")
-        if self.inplane_mm is not None and not float(self.inplane_mm) > 0.0:
-            raise InputError(f"--inplane-mm {self.inplane_mm}: use a positive spacing in mm, e.g. 1.2")
+        lo, hi = SPACING_RANGE_MM
+        if self.inplane_mm is not None and not lo <= float(self.inplane_mm) <= hi:
+            raise InputError(f"--inplane-mm {self.inplane_mm}: use a spacing in mm from {lo:g} to {hi:g}, e.g. 1.2")
         if int(self.thick_slices) < 0:
             raise InputError(f"thick slices {self.thick_slices}: use 0 (auto), 1 (off) or k > 1")
         if self.loss == "mse" and not self.binary:

@@ -71,11 +71,29 @@ def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite:
         raise InputError(f"{run}: run folder is not empty; pass --resume to continue it or choose a new folder")
 
 
+#: ``--inplane-mm`` may resample the data in-plane at most this much finer per axis: a finer grid only
+#: invents detail and multiplies memory (an absurd value would exhaust it before the first epoch)
+MAX_INPLANE_UPSAMPLE = 4.0
+
+
+def check_inplane(summary: Dict[str, Any], inplane_mm: Optional[float]) -> None:
+    """Refuse an ``--inplane-mm`` far finer than the data, before anything is cached."""
+    if inplane_mm is None:
+        return
+    for cid, case in summary["cases"].items():
+        finest = min(float(v) for v in case["spacing"])
+        if finest / float(inplane_mm) > MAX_INPLANE_UPSAMPLE:
+            raise InputError(f"--inplane-mm {inplane_mm:g}: case {cid} has {finest:g} mm voxels; resampling more "
+                             f"than {MAX_INPLANE_UPSAMPLE:g}x finer invents detail and multiplies memory: "
+                             f"use {finest / MAX_INPLANE_UPSAMPLE:.3g} mm or more")
+
+
 def prepare_data(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, progress=None, cancel=None
                  ) -> Dict[str, Any]:
     """Find, check and cache every case; returns {"cases": {id: CachedCase}, "summary": ...}."""
     cases = find_cases(data)
     summary = validate_cases(cases, data_values(config))
+    check_inplane(summary, config.inplane_mm)
     cached = cache_cases(cases, config.preprocessing, cache_dir, data_values(config), progress=progress, cancel=cancel,
                          inplane_mm=config.inplane_mm)
     summary["source"] = str(Path(data).resolve())

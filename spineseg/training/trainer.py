@@ -19,6 +19,7 @@ a resumed run spends only what is left (the time of an epoch lost to a kill is n
 from __future__ import annotations
 
 import io
+import math
 import os
 import platform
 import random
@@ -395,6 +396,10 @@ def train(config: TrainConfig, train_cases: Dict[str, CachedCase], validator: Op
             break  # (a fresh run trains at least one step, however short its budget)
         t0 = time.monotonic()
         done = _train_epoch(session, epoch, cancel=cancel, progress=progress, record_indices=record_indices)
+        if not math.isfinite(done.loss):  # diverged: the weights are NaN now; keep the last checkpoint, write no model
+            kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written"
+            raise InputError(f"training diverged in epoch {epoch + 1} (loss {done.loss}; {kept}, no model): lower the "
+                             f"learning rate (--lr, now {config.lr:g}) and start again in a new run folder")
         val_dsc = None
         if session.dist.main and validator and ((epoch + 1) % config.val_every == 0 or done.stopped
                                                 or epoch + 1 == config.epochs):
