@@ -20,6 +20,8 @@ from spineseg.io import refuse_input_as_output, write_bytes_atomic
 from spineseg.modelfile import HEADER_FILE, WEIGHTS_FILE, load_model, read_header
 
 DEFAULT_OPSET = 17
+#: the opsets export offers: from the default to the newest of PyTorch's TorchScript exporter (used here)
+OPSETS = range(DEFAULT_OPSET, 21)
 ONNX_NAME = "model.onnx"
 #: largest |torch - onnxruntime| logit difference accepted by the export check
 TOLERANCE = 1e-3
@@ -37,6 +39,9 @@ def export_onnx(model_dir, out: Optional[str] = None, *, overwrite: bool = False
 
     model_dir = Path(model_dir)
     target = Path(out) if out else model_dir / ONNX_NAME
+    if int(opset) not in OPSETS:
+        raise InputError(f"--opset {opset}: export writes opset {OPSETS[0]} to {OPSETS[-1]}; use {DEFAULT_OPSET}, "
+                         "the default, unless your ONNX Runtime needs another")
     if target.suffix.lower() != ".onnx":
         raise InputError(f"{target}: ONNX output must end in .onnx")
     if target.exists() and not overwrite:

@@ -470,6 +470,13 @@ CASES = [
      2, "not a file name inside the model folder"),
     ("segment-onnx-without-sha256", "segment {image} -o {out}/seg.nii.gz --backend onnx --model {model_onnx_no_sha}",
      2, "onnx.sha256"),
+    # sizes and versions beyond what can be built (B9)
+    ("segment-window-1e5", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --window 100000 100000 100000", 2,
+     "larger than 256 x 2048 x 2048"),
+    ("train-window-1e5", f"train {{data}} -o {{out}} {TINY} --window 12 100000 100000", 2,
+     "larger than 256 x 2048 x 2048"),
+    ("export-opset-1", "export {model} --onnx {out}/m.onnx --opset 1", 2, "export writes opset 17 to 20"),
+    ("export-opset-99", "export {model} --onnx {out}/m.onnx --opset 99", 2, "export writes opset 17 to 20"),
     # training and run folders (B9, B12)
     ("ablation-given-train-run", "ablation {train_run} -o {out}", 2, "not a 'spineseg cv' folder"),
     ("train-resume-corrupt-config", "train {data} -o {corrupt_config_run} --resume --no-n4", 2, "config.json: damaged"),

@@ -23,6 +23,7 @@ from spineseg.inference import postprocess, tta
 from spineseg.inference.backends import BACKENDS, open_backend
 from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.labels import SPINE, ClassInfo
+from spineseg.modelfile import MAX_WINDOW
 from spineseg.preprocessing import PreprocessingConfig
 
 ProgressFn = Optional[Callable[[float, str], None]]
@@ -60,6 +61,9 @@ class InferenceOptions:
             raise InputError(f"batch {self.batch}: use an integer >= 1")
         if self.window is not None and (len(self.window) != 3 or min(int(v) for v in self.window) < 1):
             raise InputError(f"window {self.window}: give three positive sizes D H W, e.g. 12 128 128")
+        if self.window is not None and any(int(w) > m for w, m in zip(self.window, MAX_WINDOW)):
+            raise InputError(f"window {list(self.window)}: larger than {' x '.join(map(str, MAX_WINDOW))} "
+                             "(slices x in-plane voxels); use --tile for whole slabs, or a smaller window")
         if self.n4_shrink is not None and int(self.n4_shrink) < 1:
             raise InputError(f"N4 shrink factor {self.n4_shrink}: use an integer >= 1")
         if self.tta_flips is not None:

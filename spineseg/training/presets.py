@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from spineseg.errors import InputError
 from spineseg.inference.sliding import DEFAULT_OVERLAP
 from spineseg.io import SPACING_RANGE_MM
+from spineseg.modelfile import MAX_WINDOW
 
 PRESETS = ("paper", "default")
 LOSSES = ("mse", "dicece")
@@ -86,6 +87,9 @@ class TrainConfig:
         self.window = [int(v) for v in self.window]
         if len(self.window) != 3 or min(self.window) < 1:
             raise InputError(f"window {self.window}: give three positive sizes D H W, e.g. 12 128 128")
+        if any(w > m for w, m in zip(self.window, MAX_WINDOW)):
+            raise InputError(f"window {self.window}: larger than {' x '.join(map(str, MAX_WINDOW))} (slices x in-plane "
+                             "voxels), the most a model may declare; use a smaller --window")
         for name in ("epochs", "batch", "windows_per_case", "step_every", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
