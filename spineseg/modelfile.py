@@ -175,12 +175,7 @@ class ModelHeader:
         if any(w > m for w, m in zip(self.window, MAX_WINDOW)):
             raise InputError(f"{source}: window {list(self.window)} is larger than SpineSeg runs "
                              f"({' x '.join(map(str, MAX_WINDOW))} at most); the header is damaged")
-        for key, value in sorted(self.architecture.hparams.items()):
-            values = value if isinstance(value, (list, tuple)) else [value]
-            bound = MAX_WIDTH if key == "width" else MAX_HPARAM
-            if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= bound for v in values):
-                raise InputError(f"{source}: hyper-parameter {key} = {value!r} is beyond {bound}; "
-                                 "the header is damaged")
+        check_hparams(self.architecture.hparams, source, "the header is damaged")
         if self.onnx is not None:
             name = str(self.onnx.get("file") or "")
             if not name or Path(name).name != name or name in (".", ".."):
@@ -323,6 +318,20 @@ def save_model(path: PathLike, network: Any, header: ModelHeader, *, overwrite: 
     if stale.is_file():
         stale.unlink()
     return folder
+
+
+def check_hparams(hparams: Dict[str, Any], source: str, fix: str) -> None:
+    """Refuse hyper-parameters no network can be built with (before anything is built): numbers beyond
+    :data:`MAX_HPARAM` (:data:`MAX_WIDTH` for the width) and counts below 1 (channels, kernels, depths)."""
+    for key, value in sorted(hparams.items()):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        bound = MAX_WIDTH if key == "width" else MAX_HPARAM
+        if any(not abs(v) <= bound for v in numbers):
+            raise InputError(f"{source}: hyper-parameter {key} = {value!r} is beyond {bound}; {fix}")
+        if any(isinstance(v, int) and v < 1 for v in numbers):
+            raise InputError(f"{source}: hyper-parameter {key} = {value!r} is below 1 (a count of channels, "
+                             f"kernel size or depth); {fix}")
 
 
 def _check_shapes(expected: Dict[str, Any], got: Dict[str, Any], header: ModelHeader, wfile: Path) -> None:

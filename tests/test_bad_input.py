@@ -262,6 +262,10 @@ def model_wide(d: Path) -> Path:
     return _model_with(d, "wide", lambda h: h["architecture"]["hparams"].update(width=10 ** 6))
 
 
+def model_width_0(d: Path) -> Path:
+    return _model_with(d, "width0", lambda h: h["architecture"]["hparams"].update(width=0))
+
+
 def model_huge_window(d: Path) -> Path:
     return _model_with(d, "window", lambda h: h.update(window=[12, 100000, 100000]))
 
@@ -394,7 +398,7 @@ INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
     sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, dicom_junk, data, model_wide,
     model_huge_window, model_unknown_arch, model_onnx_absolute, model_onnx_parent, model_onnx_no_sha, train_run,
     corrupt_config_run, bad_checkpoint_run, locked_run, full, nearly_full, old_result, pred_folder, gt_folder,
-    pred_link, image_pair, weights_link, cv_run)}
+    pred_link, image_pair, weights_link, cv_run, model_width_0)}
 _FAULT: Dict[str, object] = {}
 
 # ----------------------------------------------------------------------------- the table
@@ -473,6 +477,12 @@ CASES = [
     # sizes and versions beyond what can be built (B9)
     ("segment-window-1e5", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --window 100000 100000 100000", 2,
      "larger than 256 x 2048 x 2048"),
+    ("train-width-0", f"train {{data}} -o {{out}} {TINY} --hparam width=0", 2, "width = 0 is below 1"),
+    ("train-width-1e9", f"train {{data}} -o {{out}} {TINY} --hparam width=1e9", 2, "--hparam: hyper-parameter width"),
+    ("segment-model-width-0", f"{SEG} {{image}} -o {{out}}/seg.nii.gz --model {{model_width_0}}", 2,
+     "width0/model.json: hyper-parameter width = 0 is below 1"),
+    ("train-seed-negative", f"train {{data}} -o {{out}} {TINY} --seed -1", 2, "--seed -1"),
+    ("train-cache-is-a-file", f"train {{data}} -o {{out}} {TINY} --cache {{image}}", 2, "--cache is not a folder"),
     ("train-window-1e5", f"train {{data}} -o {{out}} {TINY} --window 12 100000 100000", 2,
      "larger than 256 x 2048 x 2048"),
     ("export-opset-1", "export {model} --onnx {out}/m.onnx --opset 1", 2, "export writes opset 17 to 20"),

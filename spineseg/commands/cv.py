@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, config_from_args, prepare,
-                                             refuse_data_as_output)
+                                             check_output_paths)
 from spineseg.errors import InputError
 from spineseg.networks import ABLATION_SET
 from spineseg.progress import Reporter
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         configs = [config_from_args(args, m) for m in models]  # checks every name before any work
         base = configs[0]
         out = Path(args.output)
-        refuse_data_as_output(args)
+        check_output_paths(args)
         if main:
             held.enter_context(run_lock(out))
         if main:

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, config_from_args, prepare,
-                                             refuse_data_as_output)
+                                             check_output_paths)
 from spineseg.errors import InputError
 from spineseg.progress import Reporter
 from spineseg.report import REPORT_MD
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1)")
         config = config_from_args(args, args.model)
         run_dir = Path(args.output)
-        refuse_data_as_output(args)
+        check_output_paths(args)
         if main:
             held.enter_context(run_lock(run_dir))
             check_run_folder(run_dir, config, resume=args.resume)

@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 from spineseg.errors import InputError
 from spineseg.evaluation import parse_classes
 from spineseg.io import refuse_input_as_output
+from spineseg.modelfile import check_hparams
 from spineseg.networks import resolve_hparams
 from spineseg.preprocessing import PreprocessingConfig
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
@@ -100,6 +101,7 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
         binary = True
     hparams = _hparams(args.hparam)
     resolve_hparams(model, hparams)  # unknown model or hyper-parameter: InputError now, not after caching
+    check_hparams(hparams, "--hparam", "give a smaller positive value")
     epochs = args.epochs
     if args.time_budget is not None and epochs is None:
         epochs = BUDGET_EPOCH_CAP
@@ -121,14 +123,19 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
     return config
 
 
-def refuse_data_as_output(args: argparse.Namespace) -> None:
-    """RUN or --cache naming the data folder would write the run into the user's data."""
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Before any work: RUN or --cache naming the data folder would write the run into the user's data,
+    and the cache must be a folder."""
     data = Path(args.data)
     refuse_input_as_output([args.output, args.cache], [data.parent if data.is_file() else data])
+    cache_dir(args)
 
 
 def cache_dir(args: argparse.Namespace) -> Path:
-    return Path(args.cache) if args.cache else Path(args.output) / CACHE
+    folder = Path(args.cache) if args.cache else Path(args.output) / CACHE
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: --cache is not a folder; give a folder for the preprocessed data")
+    return folder
 
 
 def prepare(args: argparse.Namespace, config: TrainConfig, reporter) -> Dict[str, Any]:

@@ -114,6 +114,8 @@ class TrainConfig:
             from spineseg.labels import SPINE_CLASSES, classes_to_dicts
 
             self.classes = classes_to_dicts(SPINE_CLASSES)
+        if not 0 <= int(self.seed) < 2 ** 32:
+            raise InputError(f"--seed {self.seed}: use an integer from 0 to {2 ** 32 - 1}")
         if int(self.workers) < 0:
             raise InputError(f"workers {self.workers}: use 0 or more")
 
