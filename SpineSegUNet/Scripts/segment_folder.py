@@ -2,11 +2,14 @@
 
     Slicer --no-main-window --python-script SpineSegUNet/Scripts/segment_folder.py \
         --input DIR --output DIR [--model MODEL_DIR] [--device auto|cpu|cuda] \
-        [--backend onnx|torch] [--no-n4] [--n4-shrink N] [--overwrite]
+        [--backend onnx|torch] [--no-n4] [--n4-shrink N] [--no-levels] [--tta] [--overwrite]
 
 Writes ``<case>.seg.nrrd`` per input (Slicer segmentation file: segment names,
-colours and terminology included). Exit code 0 when every case succeeded, 2 for bad
-arguments or existing outputs (nothing written), 1 when a case failed.
+colours and terminology included). With Levels (on, as in the module, for models with
+vertebra, disc and canal classes) the segments are the named levels, and
+``<case>.measurements.tsv`` (with its ``.schema.tsv``: titles, units) holds the
+measurements table; the review line is printed per case. Exit code 0 when every case
+succeeded, 2 for bad arguments or existing outputs (nothing written), 1 when a case failed.
 """
 import argparse
 import logging
@@ -27,14 +30,22 @@ def parseArguments(argv):
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--no-n4", dest="n4", action="store_false", help="skip N4 bias-field correction")
     parser.add_argument("--n4-shrink", type=int, default=None)
+    parser.add_argument("--levels", action=argparse.BooleanOptionalAction, default=None,
+                        help="one segment per level and the measurements table (default: on when the model has "
+                             "vertebra, disc and canal classes)")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (gives the review flag its "
+                                                            "uncertainty; twice the inference time)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser.parse_args(argv)
 
 
-def outputPath(outputDir, inputPath):
+def outputPath(outputDir, inputPath, suffix=".seg.nrrd"):
     from spineseg.io import strip_image_extension
 
-    return os.path.join(outputDir, strip_image_extension(inputPath) + ".seg.nrrd")
+    return os.path.join(outputDir, strip_image_extension(inputPath) + suffix)
+
+
+MEASUREMENTS, SCHEMA = ".measurements.tsv", ".measurements.schema.tsv"
 
 
 def nodeIds():
@@ -50,18 +61,42 @@ def removeNodesAddedSince(before):
             scene.RemoveNode(node)
 
 
-def writeSegmentation(segmentation, target):
-    """Write ``target`` atomically (a temporary name, then a rename) with a storage node kept out of the scene."""
+def stageSegmentation(segmentation, target):
+    """Write the segmentation under a temporary name beside ``target`` (storage node kept out of the scene);
+    returns [(temporary, target)] for :func:`commit`."""
     storage = segmentation.CreateDefaultStorageNode()
-    temporary = target + ".part.seg.nrrd"
+    temporary = target[: -len(".seg.nrrd")] + ".part.seg.nrrd"
     storage.SetFileName(temporary)
-    try:
-        if not storage.WriteData(segmentation):
-            raise RuntimeError(f"could not write {target}")
-        os.replace(temporary, target)  # atomic: never a half-written output
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    if not storage.WriteData(segmentation) or not os.path.isfile(temporary):
+        raise RuntimeError(f"could not write {target}")
+    return [(temporary, target)]
+
+
+def stageTable(tableNode, target):
+    """Write the measurements table and its schema (column titles, units) under temporary names."""
+    base = target[: -len(MEASUREMENTS)]
+    temporary = base + ".part" + MEASUREMENTS
+    storage = slicer.vtkMRMLTableStorageNode()
+    storage.SetFileName(temporary)
+    if not storage.WriteData(tableNode) or not os.path.isfile(temporary):
+        raise RuntimeError(f"could not write {target}")
+    staged = [(temporary, target)]
+    if os.path.isfile(base + ".part" + SCHEMA):
+        staged.append((base + ".part" + SCHEMA, base + SCHEMA))
+    return staged
+
+
+def commit(staged):
+    """Rename every staged file onto its target, the case's files together: never a half-written case."""
+    for temporary, target in staged:
+        os.replace(temporary, target)
+
+
+def discard(output, base):
+    """Remove what a failed case left under temporary names."""
+    for name in os.listdir(output):
+        if name.startswith(base + ".part."):
+            os.remove(os.path.join(output, name))
 
 
 def main(argv):
@@ -90,35 +125,52 @@ def main(argv):
         return fail(f"{args.input}: no NIfTI/NRRD/MHA images found")
     if args.model is None and model_registry.bundled_model_dir() is None:
         return fail("no bundled model in this installation; pass --model MODEL_DIR")
-    options = segment_command.SegmentOptions(model=args.model or str(model_registry.bundled_model_dir()),
-                                             device=args.device, backend=args.backend, n4=args.n4, n4_shrink=args.n4_shrink)
+    modelDir = args.model or str(model_registry.bundled_model_dir())
+    noLevels = SpineSegUNet.SpineSegUNetLogic.levelsUnavailableReason(modelDir)
+    if args.levels and noLevels:
+        return fail(f"--levels: {noLevels}; drop --levels or choose such a model")
+    levels = noLevels is None if args.levels is None else args.levels
+    options = segment_command.SegmentOptions(model=modelDir, device=args.device, backend=args.backend, n4=args.n4,
+                                             n4_shrink=args.n4_shrink, levels=levels, tta=args.tta)
     try:
         options.validate()
     except ValueError as exc:
         return fail(str(exc))
     targets = [outputPath(args.output, p) for p in inputs]
-    existing = [t for t in targets if os.path.exists(t)]
+    tables = [outputPath(args.output, p, MEASUREMENTS) if levels else None for p in inputs]
+    written = targets + [t for t in tables if t] + [t[: -len(MEASUREMENTS)] + SCHEMA for t in tables if t]
+    existing = [t for t in written if os.path.exists(t)]
     if existing and not args.overwrite:
         return fail(f"{existing[0]} exists ({len(existing)} outputs in all); pass --overwrite to replace them")
     logic = SpineSegUNet.SpineSegUNetLogic()
-    if not logic.ensureDependencies(args.backend, interactive=False):
-        return fail(f"Python packages for the {args.backend} backend are missing; install them in Slicer first")
+    if not logic.ensureDependencies(args.backend, interactive=False, levels=levels):
+        return fail(f"Python packages for the {args.backend} backend{' and the per-level read-out' if levels else ''} "
+                    "are missing; install them in Slicer first")
     os.makedirs(args.output, exist_ok=True)
 
     failures = 0
-    for index, (inputPath, target) in enumerate(zip(inputs, targets), 1):
+    for index, (inputPath, target, table) in enumerate(zip(inputs, targets, tables), 1):
         print(f"[{index}/{len(inputs)}] {inputPath}", flush=True)
         before = nodeIds()
         try:
             volume = SpineSegUNet.loadVolumeFile(inputPath)
             segmentation = logic.segment(volume, options, show3D=False)
-            writeSegmentation(segmentation, target)
-            print(f"  -> {target}", flush=True)
+            staged = stageSegmentation(segmentation, target)
+            if table is not None:
+                tableNode = SpineSegUNet.measurementsTableOf(segmentation)
+                if tableNode is None:
+                    raise RuntimeError("the per-level read-out made no measurements table")
+                staged += stageTable(tableNode, table)
+                review, names = SpineSegUNet.readoutLines(tableNode)
+                print(f"  {review}" + (f" {names}" if names else ""), flush=True)
+            commit(staged)
+            print(f"  -> {target}" + (f", {table}" if table else ""), flush=True)
         except Exception as exc:
             failures += 1
             logging.error(f"{inputPath}: {exc}")
             print(f"  failed: {exc}", file=sys.stderr, flush=True)
         finally:
+            discard(args.output, os.path.basename(target)[: -len(".seg.nrrd")])
             # every node this case added (volume, segmentation, their display and storage nodes), so the
             # scene, and memory, stay flat over any number of cases
             removeNodesAddedSince(before)

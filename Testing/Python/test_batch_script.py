@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def test_folder_gives_one_seg_nrrd_per_case_and_a_flat_scene(harness, tmp_path, 
 
     before = harness.node_ids()
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--input", str(inputs), "--output", str(out), "--model",
-                                      str(MODEL), "--device", "cpu", "--no-n4"])
+                                      str(MODEL), "--device", "cpu", "--no-n4", "--no-levels"])
     runpy.run_path(str(SCRIPT), init_globals={"print": spy}, run_name="__main__")
     seen.append((harness.scene.GetNumberOfNodes(), rss_mb()))
     assert harness.app.exit_codes == [0]
@@ -77,3 +78,42 @@ def test_existing_outputs_refused_without_overwrite(harness, tmp_path, monkeypat
     assert (out / "a.seg.nrrd").read_bytes() == b"keep me"
     assert harness.node_ids() == before
     assert np.array_equal(sorted(p.name for p in out.iterdir()), ["a.seg.nrrd"])
+
+
+def test_levels_give_named_segments_and_the_measurements_table(harness, tmp_path, monkeypatch, capsys):
+    """Levels on by default: per-level segments in the .seg.nrrd, the table with its units beside it, the
+    review line printed, and the same structures in both files."""
+    import csv
+
+    import slicer
+    from spineseg.phantom import make_phantom
+
+    pytest.importorskip("slicerio", reason="segment --levels writes the .seg.nrrd with slicerio")
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    sitk.WriteImage(make_phantom(seed=2, size=(220, 220, 12), spacing=(1.38, 1.38, 4.4)).image,
+                    str(inputs / "spine.nrrd"))
+    before = harness.node_ids()
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--input", str(inputs), "--output", str(out), "--model",
+                                      str(MODEL), "--device", "cpu", "--no-n4"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert harness.app.exit_codes == [0], capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "Review" in printed, printed
+    assert sorted(p.name for p in out.iterdir()) == ["spine.measurements.schema.tsv", "spine.measurements.tsv",
+                                                     "spine.seg.nrrd"]
+    reread = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    reader = slicer.vtkMRMLSegmentationStorageNode()
+    reader.SetFileName(str(out / "spine.seg.nrrd"))
+    assert reader.ReadData(reread)
+    segmentation = reread.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    harness.scene.RemoveNode(reread.GetDisplayNode())
+    harness.scene.RemoveNode(reread)
+    with open(out / "spine.measurements.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert [r["name"] for r in rows] == names and "L4-L5" in names and "spinal canal" in names
+    with open(out / "spine.measurements.schema.tsv", newline="") as fh:
+        units = {r["columnName"]: r.get("unitLabel") for r in csv.DictReader(fh, delimiter="\t")}
+    assert units["anterior_height_mm"] == "mm" and units["volume_mm3"] == "mm3"
+    assert harness.node_ids() == before, harness.node_classes(harness.node_ids() - before)
