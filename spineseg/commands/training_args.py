@@ -12,7 +12,7 @@ from spineseg.errors import InputError
 from spineseg.evaluation import parse_classes
 from spineseg.io import refuse_input_as_output
 from spineseg.modelfile import check_hparams
-from spineseg.networks import resolve_hparams
+from spineseg.networks import build_network, resolve_hparams
 from spineseg.preprocessing import PreprocessingConfig
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
 from spineseg.training.init_weights import init_weights_spec
@@ -102,6 +102,7 @@ def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
     hparams = _hparams(args.hparam)
     resolve_hparams(model, hparams)  # unknown model or hyper-parameter: InputError now, not after caching
     check_hparams(hparams, "--hparam", "give a smaller positive value")
+    build_network(model, out_channels=1, **hparams)  # a value no network takes (norm=foo): refused before caching
     epochs = args.epochs
     if args.time_budget is not None and epochs is None:
         epochs = BUDGET_EPOCH_CAP

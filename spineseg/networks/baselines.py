@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from spineseg.errors import InputError
 from spineseg.networks.blocks import fold_slices, unfold_slices
 from spineseg.networks.hybrid import PadCropModule
 
@@ -21,7 +22,7 @@ def _monai_norm(norm: str):
         return ("batch", {"affine": True})
     if norm == "instance":
         return ("instance", {"affine": True})
-    raise ValueError(f"unknown norm {norm!r}; use 'batch' or 'instance'")
+    raise InputError(f"unknown norm {norm!r}; use 'batch' or 'instance'")
 
 
 class _Unused(torch.nn.Module):
@@ -62,7 +63,7 @@ class NNUNetLike(PadCropModule):
         filters = [int(f) for f in filters]
         n = len(filters)
         if n < 2:
-            raise ValueError("nnunet-like needs at least 2 filter levels")
+            raise InputError("nnunet-like needs at least 2 filter levels")
         self.multiple = 2 ** (n - 1)
         kernels = [(1, 3, 3) if i < 2 else (3, 3, 3) for i in range(n)]
         strides = [(1, 1, 1)] + [(1, 2, 2)] * (n - 1)

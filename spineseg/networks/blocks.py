@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spineseg.errors import InputError
+
 
 def is_channels_last_3d(x: torch.Tensor) -> bool:
     return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
@@ -99,7 +101,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm3d(channels)
     if kind == "layer":
         return ChannelLayerNorm(channels)
-    raise ValueError(f"unknown norm {kind!r}; use 'batch' or 'layer' (statistics over space are not allowed)")
+    raise InputError(f"unknown norm {kind!r}; use 'batch' or 'layer' (statistics over space are not allowed)")
 
 
 class UXBlock2D(nn.Module):
