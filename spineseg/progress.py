@@ -15,7 +15,9 @@ JSON lines (one object per line on stdout, ``--json``)::
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Optional, TextIO
 
@@ -23,6 +25,34 @@ from spineseg.io import json_text
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
+
+
+class CancelFlag:
+    """SIGTERM/SIGINT set a flag that long work (inference batches, training steps) checks between its
+    steps, so it stops cleanly (exit 130); a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def _handle(self, signum, frame) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def json_line(event: str, **fields: Any) -> str:

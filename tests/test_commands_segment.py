@@ -162,7 +162,7 @@ def test_cancel_writes_nothing_and_exits_130(tmp_path, random_model, monkeypatch
     from spineseg.commands import segment
 
     calls = []
-    monkeypatch.setattr(segment._CancelFlag, "__call__", lambda self: bool(calls.append(1)) or len(calls) > 1)
+    monkeypatch.setattr(segment.CancelFlag, "__call__", lambda self: bool(calls.append(1)) or len(calls) > 1)
     src = tmp_path / "a.nii.gz"
     mr_like(src, size=(96, 96, 5))
     out = tmp_path / "o"

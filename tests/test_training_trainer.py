@@ -217,6 +217,35 @@ def test_full_disk_during_training_keeps_the_last_checkpoint_and_resumes(tmp_pat
             subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=20)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_training_exits_130_and_resumes(tmp_path, sig):
+    """Ctrl-C or a Cancel (SIGTERM to the process group, loader workers included) in epoch 2: exit 130 with
+    the JSON error event, epoch 1's checkpoint kept, the run folder's lock released; --resume finishes."""
+    from spineseg.training.trainer import load_checkpoint
+
+    data, run = write_toy_cases(tmp_path / "data", 4), tmp_path / "run"
+    proc = subprocess.Popen(_cmd(data, run, "--workers", "2"), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen_epoch1 = False
+    for line in proc.stdout:  # type: ignore[union-attr]
+        event = json.loads(line)["event"]
+        seen_epoch1 = seen_epoch1 or event == "epoch"
+        if seen_epoch1 and event == "progress":  # a step of epoch 2 has run: its loader workers are alive
+            break
+    os.killpg(proc.pid, getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("spineseg: cancelled"), err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["exit_code"] == 130 and "--resume continues" in last["message"], last
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] >= 1 and not (run / "run.lock").exists()
+    resumed = subprocess.run(_cmd(data, run, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_diverged_training_writes_no_model(tmp_path, capsys):
     """A learning rate that makes the loss NaN stops the run with exit 2 and one line; no model of NaN
     weights is written (it would segment nothing, with exit 0)."""

@@ -7,8 +7,8 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, config_from_args, prepare,
-                                             check_output_paths)
+from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, cancel_flag, check_output_paths,
+                                             config_from_args, prepare)
 from spineseg.errors import InputError
 from spineseg.networks import ABLATION_SET
 from spineseg.progress import Reporter
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="cv")
     main = int(os.environ.get("RANK", "0")) == 0
     held = ExitStack()  # the run folder's lock, rank 0 only, for the whole run
+    cancel = cancel_flag()
     try:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         if not models or len(set(models)) != len(models):
@@ -48,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
         kfold_split(ids, args.folds, base.seed)  # too few cases: before any caching
         if base.init_weights:
             check_no_leak(base.init_weights, ids)  # every case validates in one fold
-        prepared = prepare(args, base, reporter)
+        prepared = prepare(args, base, reporter, cancel)
         result = run_cv(base, models, prepared["cases"], out, folds=args.folds, data_summary=prepared["summary"],
-                        device=args.device, resume=args.resume, event=reporter.event,
+                        device=args.device, resume=args.resume, event=reporter.event, cancel=cancel,
                         progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                         command=[sys.argv[0]] + sys.argv[1:])
     finally:
+        cancel.restore()
         held.close()
         reporter.close()  # errors and their JSON event: spineseg.cli
     if main:

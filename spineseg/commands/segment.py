@@ -8,14 +8,13 @@ output location as it found it.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from spineseg.inference.backends import BACKENDS
+from spineseg.progress import CancelFlag
 
 NAME = "segment"
 HELP = "Segment vertebrae, discs and the spinal canal in sagittal MR volumes."
@@ -117,33 +116,6 @@ def plan_outputs(inputs: List[Path], output: str, *, probabilities: bool, overwr
     return planned
 
 
-class _CancelFlag:
-    """SIGTERM/SIGINT set a flag the engine checks between batches; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._old: Dict[int, Any] = {}
-
-    def __call__(self) -> bool:
-        return self.set
-
-    def _handle(self, signum, frame) -> None:
-        if self.set and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
-
-
 def _model_path(args: argparse.Namespace) -> Path:
     from spineseg.errors import InputError
 
@@ -167,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="segment")
     from spineseg.io import Replacements
 
-    cancel = _CancelFlag()
+    cancel = CancelFlag()
     written = Replacements()
     created_dirs: List[Path] = []
     try:
@@ -198,7 +170,7 @@ def _rollback(written, created_dirs: List[Path]) -> None:
             pass
 
 
-def _segment_all(args, reporter, cancel: _CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
+def _segment_all(args, reporter, cancel: CancelFlag, written, created_dirs: List[Path]) -> List[Dict[str, Any]]:
     from spineseg.errors import InputError
     from spineseg.inference import InferenceOptions, load, segment_image, tta
     from spineseg.io import image_extension, list_inputs, read_image, refuse_input_as_output, write_image

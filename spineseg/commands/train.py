@@ -7,8 +7,8 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, config_from_args, prepare,
-                                             check_output_paths)
+from spineseg.commands.training_args import (PREP_SHARE, add_common_arguments, cancel_flag, check_output_paths,
+                                             config_from_args, prepare)
 from spineseg.errors import InputError
 from spineseg.progress import Reporter
 from spineseg.report import REPORT_MD
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter(json_mode=args.json, label="train")
     main = int(os.environ.get("RANK", "0")) == 0
     held = ExitStack()  # the run folder's lock, rank 0 only, for the whole run
+    cancel = cancel_flag()
     try:
         if not 0.0 <= args.val_fraction < 1.0:
             raise InputError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1)")
@@ -42,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
         if main:
             held.enter_context(run_lock(run_dir))
             check_run_folder(run_dir, config, resume=args.resume)
-        prepared = prepare(args, config, reporter)
+        prepared = prepare(args, config, reporter, cancel)
         train_ids, val_ids = train_val_split(list(prepared["cases"]), args.val_fraction, config.seed)
         result = run_training(config, prepared["cases"], train_ids, val_ids, run_dir,
                               data_summary=prepared["summary"], device=args.device, resume=args.resume,
-                              event=reporter.event,
+                              event=reporter.event, cancel=cancel,
                               progress=lambda f, m: reporter(PREP_SHARE + (1 - PREP_SHARE) * f, m),
                               command=[sys.argv[0]] + sys.argv[1:])
     finally:
+        cancel.restore()
         held.close()
         reporter.close()  # errors and their JSON event: spineseg.cli
     if main:

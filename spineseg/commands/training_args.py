@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -14,6 +15,7 @@ from spineseg.io import refuse_input_as_output
 from spineseg.modelfile import check_hparams
 from spineseg.networks import build_network, resolve_hparams
 from spineseg.preprocessing import PreprocessingConfig
+from spineseg.progress import CancelFlag
 from spineseg.training.presets import BUDGET_EPOCH_CAP, PRESETS, TrainConfig, preset_config
 from spineseg.training.init_weights import init_weights_spec
 from spineseg.training.run_layout import CACHE
@@ -139,7 +141,16 @@ def cache_dir(args: argparse.Namespace) -> Path:
     return folder
 
 
-def prepare(args: argparse.Namespace, config: TrainConfig, reporter) -> Dict[str, Any]:
+def prepare(args: argparse.Namespace, config: TrainConfig, reporter, cancel=None) -> Dict[str, Any]:
     """Check and cache the data of ``args`` (rank 0 under torchrun), reporting on the first PREP_SHARE."""
     return prepare_data_once(args.data, config, cache_dir(args), device=args.device,
-                             progress=lambda f, m: reporter(PREP_SHARE * f, m))
+                             progress=lambda f, m: reporter(PREP_SHARE * f, m), cancel=cancel)
+
+
+def cancel_flag() -> CancelFlag:
+    """SIGINT/SIGTERM stop the run between steps (exit 130, the last checkpoint kept). Not under torchrun,
+    where every rank must stop at the same step: there torchrun's own signal handling ends the ranks."""
+    flag = CancelFlag()
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        flag.install()
+    return flag

@@ -101,13 +101,13 @@ def prepare_data(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, pro
 
 
 def prepare_data_once(data: os.PathLike, config: TrainConfig, cache_dir: Path, *, device: str = "auto",
-                      progress=None) -> Dict[str, Any]:
+                      progress=None, cancel=None) -> Dict[str, Any]:
     """:func:`prepare_data` under torchrun: rank 0 checks and caches, the other ranks wait, then read the cache."""
     dist_info = init_distributed(device)
     if dist_info.world > 1 and not dist_info.main:
         dist_info.barrier()
         return prepare_data(data, config, cache_dir)
-    prepared = prepare_data(data, config, cache_dir, progress=progress)
+    prepared = prepare_data(data, config, cache_dir, progress=progress, cancel=cancel)
     dist_info.barrier()
     return prepared
 

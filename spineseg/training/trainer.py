@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
 import time
 import warnings
@@ -285,6 +286,12 @@ def _resume(session: _Session) -> None:
     session.elapsed_before = float(ckpt.get("seconds", 0.0))
 
 
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A SIGTERM to the process group (a Cancel) stops the main process between steps; a loader worker
+    killed by it first would turn the cancel into a crash. The workers end when the loader does."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _train_epoch(session: _Session, epoch: int, *, cancel: Optional[Callable[[], bool]],
                  progress: Optional[Callable[[float, str], None]], record_indices: Optional[List[int]]) -> _Epoch:
     """One pass over the epoch's windows (this rank's share), stopping between steps when the budget is spent."""
@@ -303,7 +310,7 @@ def _train_epoch(session: _Session, epoch: int, *, cancel: Optional[Callable[[],
                                      shuffle=False, drop_last=True)
     loader = DataLoader(session.dataset, batch_size=int(config.batch), sampler=sampler, shuffle=False,
                         num_workers=int(config.workers), pin_memory=dev.type == "cuda", drop_last=False,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_worker_ignores_sigterm)
     use_amp = dev.type == "cuda" and bool(config.amp)
     session.model.train()
     loss_sum, n_windows, steps = 0.0, 0, 0
