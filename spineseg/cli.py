@@ -68,6 +68,14 @@ def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "" in argv:  # `-o "$OUT"` with OUT unset: "" is the current folder to every path function
+        i = argv.index("")
+        name = f"argument {argv[i - 1]}" if i > 0 and argv[i - 1].startswith("-") else "an argument"
+        message = f"{name}: empty value (an unset shell variable?); give a path or value"
+        if "--json" in argv:
+            _json_error(argparse.Namespace(json=True), message, EXIT_INPUT)
+        print(f"spineseg: error: {message}", file=sys.stderr)
+        return EXIT_INPUT
     try:
         args = parser.parse_args(argv)  # exits 2 with argparse's message on bad usage
     except SystemExit as exc:

@@ -162,6 +162,11 @@ def long_name(d: Path) -> str:
     return str(d / ("x" * 300 + ".nii.gz"))
 
 
+def empty(d: Path) -> str:
+    """What `-o "$OUT"` passes when OUT is unset."""
+    return ""
+
+
 def dicom_junk(d: Path) -> Path:
     """A folder of files named .dcm that are not DICOM (GDCM prints C++ warnings about it)."""
     f = d / "dicom"
@@ -398,7 +403,7 @@ INPUTS: Dict[str, Callable[[Path], object]] = {f.__name__: f for f in (
     sheared, metre_spacing, dev_zero, dev_urandom, label_nan, long_name, dicom_junk, data, model_wide,
     model_huge_window, model_unknown_arch, model_onnx_absolute, model_onnx_parent, model_onnx_no_sha, train_run,
     corrupt_config_run, bad_checkpoint_run, locked_run, full, nearly_full, old_result, pred_folder, gt_folder,
-    pred_link, image_pair, weights_link, cv_run, model_width_0)}
+    pred_link, image_pair, weights_link, cv_run, model_width_0, empty)}
 _FAULT: Dict[str, object] = {}
 
 # ----------------------------------------------------------------------------- the table
@@ -458,6 +463,12 @@ CASES = [
     ("train-cache-is-data", f"train {{data}} -o {{out}} --cache {{data}}/. {TINY}", 2, "would replace an input"),
     ("cv-run-folder-is-data", f"cv {{data}} -o {{data}}/. --folds 2 --resume --models resunet {TINY}", 2,
      "would replace an input"),
+    # an empty argument (an unset shell variable) is not the current folder
+    ("segment-output-empty", f"{SEG} {{image}} -o {{empty}}", 2, "argument -o: empty value"),
+    ("segment-model-empty", f"segment {{image}} -o {{out}}/seg.nii.gz --model {{empty}} --json", 2,
+     "argument --model: empty value"),
+    ("phantom-output-empty", "phantom -o {empty} --size 32 32 4", 2, "argument -o: empty value"),
+    ("info-empty-input", "info {empty}", 2, "an argument: empty value"),
     # usage errors speak JSON under --json; no C++ text in a one-line error (B13)
     ("usage-json", "segment --json", 2, "required"),
     ("info-dicom-junk", "info {dicom_junk}", 2, "no DICOM series"),
@@ -562,9 +573,10 @@ def fault(monkeypatch):
 
 
 @pytest.mark.parametrize("case_id,command,code,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case_id, command, code, fragment, tmp_path, capfd, fault, random_model):
+def test_bad_input(case_id, command, code, fragment, tmp_path, capfd, fault, random_model, monkeypatch):
     work = tmp_path / "case"
     work.mkdir()
+    monkeypatch.chdir(work)  # what a command writes into the current folder is seen too
     model = work / "model"
     shutil.copytree(random_model, model)
     values: Dict[str, object] = {"out": work / "out", "model": model}
