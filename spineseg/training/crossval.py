@@ -22,7 +22,7 @@ from spineseg.report import METRICS_JSON, read_evaluation, write_ablation_report
 from spineseg.training import run_layout as layout
 from spineseg.training.data import CachedCase, kfold_split
 from spineseg.training.presets import TrainConfig, resume_changes
-from spineseg.training.runner import model_classes, run_training
+from spineseg.training.runner import model_classes, resumed_config, run_training
 from spineseg.training.trainer import environment_info
 from spineseg.training.validation import Validator
 
@@ -38,19 +38,12 @@ def _fold_overlay_loader(run: Path, config: TrainConfig, case: CachedCase):
 def check_cv_folder(out: Path, base: TrainConfig, models: Sequence[str], folds: int, *, resume: bool) -> None:
     """A new cv needs an empty (or absent) folder; ``--resume`` needs a cv folder started with the same
     models, folds and settings (else its finished folds would be pooled with folds trained otherwise)."""
-    cfg = out / layout.CONFIG
     if not resume:
         if layout.has_results(out):
             raise InputError(f"{out}: output folder is not empty; pass --resume to continue or choose a new folder")
         return
-    if not cfg.is_file():
-        raise InputError(f"{out}: nothing to resume (no config.json); start the run without --resume")
-    try:
-        old = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{cfg}: damaged ({type(exc).__name__}); the run cannot be resumed: "
-                         "start a new run folder") from None
-    if not isinstance(old, dict) or old.get("mode") != "cv":
+    old = resumed_config(out)
+    if old.get("mode") != "cv":
         raise InputError(f"{out}: not a 'spineseg cv' run folder; resume it with the command that started it "
                          "or choose another folder")
     diff, _ = resume_changes(old.get("base") if isinstance(old.get("base"), dict) else {}, base.to_dict())

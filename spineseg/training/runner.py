@@ -44,19 +44,26 @@ def data_values(config: TrainConfig) -> List[int]:
     return [c.value for c in SPINE_CLASSES]
 
 
+def resumed_config(run: Path) -> Dict[str, Any]:
+    """The ``config.json`` of a run (train or cv) that ``--resume`` continues; InputError when it is
+    missing, unreadable or not a JSON object."""
+    cfg = run / layout.CONFIG
+    if not cfg.is_file():
+        raise InputError(f"{run}: nothing to resume (no config.json); start the run without --resume")
+    try:
+        old = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{cfg}: damaged ({type(exc).__name__}); the run cannot be resumed: "
+                         "start a new run folder") from None
+    if not isinstance(old, dict):
+        raise InputError(f"{cfg}: not a run configuration; the run cannot be resumed: start a new run folder")
+    return old
+
+
 def check_run_folder(run: Path, config: TrainConfig, *, resume: bool, overwrite: bool = False) -> None:
     """A new run needs an empty (or absent) folder; ``--resume`` needs one with the same configuration."""
-    cfg = run / layout.CONFIG
     if resume:
-        if not cfg.is_file():
-            raise InputError(f"{run}: nothing to resume (no config.json); start the run without --resume")
-        try:
-            old = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise InputError(f"{cfg}: damaged ({type(exc).__name__}); the run cannot be resumed: "
-                             "start a new run folder") from None
-        if not isinstance(old, dict):
-            raise InputError(f"{cfg}: not a run configuration; the run cannot be resumed: start a new run folder")
+        old = resumed_config(run)
         diff, _ = resume_changes(old, config.to_dict())  # the notes: when the checkpoint is resumed
         if diff:
             raise InputError(f"{run}: --resume with different settings ({', '.join(diff)}) than the run was started "
