@@ -97,7 +97,9 @@ def test_training_stops_on_the_clock_and_resume_spends_only_what_is_left(tmp_pat
     assert set(result.val_cases) == {"case02"}
     lrs = [r["lr"] for r in result.history]  # each epoch's last step
     assert lrs[-1] < 0.3 * cfg.lr  # annealed over the budget (over 100000 epochs it would still be ~1e-3)
-    assert result.history[-1]["eta_s"] == 0.0
+    # the budget, not the 100000-epoch cap, gives the ETA: nothing left at the end (an epoch may end a few
+    # milliseconds before the budget does, and the run stops at the next check)
+    assert result.history[-1]["eta_s"] < 0.5
 
     # resumed again with the budget spent: no more training, the same weights are validated
     again = train(cfg, train_cases, validator, run, classes, device="cpu", resume=True, tensorboard=False)
