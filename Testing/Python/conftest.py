@@ -56,6 +56,23 @@ class Harness(SimpleNamespace):
         scene = self.scene
         return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
+    def user_segmentation(self, volume, transform_id=None):
+        """A segmentation the user made on ``volume`` ("mine", under ``transform_id`` if given): one "lesion"
+        segment, a sphere at the image centre; returns it and the lesion's voxels on the volume's grid."""
+        import vtk
+
+        output = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+        if transform_id is not None:
+            output.SetAndObserveTransformNodeID(transform_id)
+        output.CreateDefaultDisplayNodes()
+        output.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        sphere = vtk.vtkSphereSource()
+        sphere.SetRadius(10.0)
+        sphere.SetCenter(volume.GetImageData().GetCenter())
+        sphere.Update()
+        output.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "my lesion", (1.0, 0.0, 0.0), "lesion")
+        return output, slicer.util.arrayFromSegmentBinaryLabelmap(output, "lesion", volume).copy()
+
     def node_classes(self, ids=None):
         scene = self.scene
         ids = self.node_ids() if ids is None else ids

@@ -216,16 +216,7 @@ def test_levels_into_a_chosen_output_under_a_transform(harness, unet, tmp_path):
     rotation.GetMatrix(matrix)
     transform.SetMatrixTransformToParent(matrix)
     volume.SetAndObserveTransformNodeID(transform.GetID())
-    output = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
-    output.SetAndObserveTransformNodeID(transform.GetID())
-    output.CreateDefaultDisplayNodes()
-    output.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    sphere = vtk.vtkSphereSource()
-    sphere.SetRadius(10.0)
-    sphere.SetCenter(volume.GetImageData().GetCenter())
-    sphere.Update()
-    output.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "my lesion", (1.0, 0.0, 0.0), "lesion")
-    mine = slicer.util.arrayFromSegmentBinaryLabelmap(output, "lesion", volume).copy()
+    output, mine = harness.user_segmentation(volume, transform.GetID())
     stale = output.GetSegmentation().AddEmptySegment("t2", "T2", (0.5, 0.5, 0.5))
     output.GetSegmentation().GetSegment(stale).SetTag(unet.LEVEL_TAG, "9")  # from an earlier read-out
 

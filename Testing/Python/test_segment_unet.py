@@ -162,18 +162,9 @@ def test_failure_and_cancel_leave_nothing(harness, unet, tmp_path):
 
 def test_reused_output_keeps_user_segments_and_transform(harness, unet, tmp_path):
     import slicer
-    import vtk
 
     volume = unet.loadVolumeFile(str(phantom_file(tmp_path)))
-    output = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
-    output.CreateDefaultDisplayNodes()
-    output.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    sphere = vtk.vtkSphereSource()
-    sphere.SetRadius(10.0)
-    sphere.SetCenter(volume.GetImageData().GetCenter())
-    sphere.Update()
-    output.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "my lesion", (1.0, 0.0, 0.0), "lesion")
-    mine = slicer.util.arrayFromSegmentBinaryLabelmap(output, "lesion", volume).copy()
+    output, mine = harness.user_segmentation(volume)
     assert mine.any()
     result = unet.SpineSegUNetLogic().segment(volume, options(unet), outputSegmentation=output)
     assert result is output
