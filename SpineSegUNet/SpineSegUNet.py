@@ -540,9 +540,7 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
                     labelmap, segmentationNode, segmentIds):
                 raise RuntimeError(_("Slicer could not import the label map into the segmentation."))
-            segmentationNode.GetDisplayNode().SetVisibility(True)
-            if run.show3D:
-                segmentationNode.CreateClosedSurfaceRepresentation()
+            showResult(segmentationNode, run.show3D)
         except Exception:
             if created:
                 removeNodes(segmentationNode)
@@ -587,9 +585,7 @@ class SpineSegUNetLogic(ScriptedLoadableModuleLogic):
             fillMeasurementsTable(tableNode, readout, spacing[0] * spacing[1] * spacing[2])
             segmentationNode.SetNodeReferenceID(MEASUREMENTS_REFERENCE, tableNode.GetID())
             tableNode.SetNodeReferenceID(SEGMENTATION_REFERENCE, segmentationNode.GetID())
-            segmentationNode.GetDisplayNode().SetVisibility(True)
-            if run.show3D:
-                segmentationNode.CreateClosedSurfaceRepresentation()
+            showResult(segmentationNode, run.show3D)
         except Exception:
             if tableCreated:
                 removeNodes(tableNode)
@@ -686,6 +682,13 @@ def prepareOutput(segmentationNode, inputVolume, created: bool) -> None:
     if created:
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
         segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+
+
+def showResult(segmentationNode, show3D: bool) -> None:
+    """Show a filled output in the slice views, and as surfaces in 3D when asked."""
+    segmentationNode.GetDisplayNode().SetVisibility(True)
+    if show3D:
+        segmentationNode.CreateClosedSurfaceRepresentation()
 
 
 #: node reference from a segmentation to its measurements table, and back
