@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 import slicer
 
@@ -61,28 +62,39 @@ def removeNodesAddedSince(before):
             scene.RemoveNode(node)
 
 
-def stageSegmentation(segmentation, target):
+def temporaryPath(target, suffix, temporaries):
+    """A new hidden file beside ``target`` ending in ``suffix`` (the storage nodes pick their writer by it),
+    recorded in ``temporaries``; unique, so it can never be another case's output."""
+    fd, path = tempfile.mkstemp(dir=os.path.dirname(target) or ".", prefix=".spineseg-", suffix=suffix)
+    os.close(fd)
+    temporaries.append(path)
+    return path
+
+
+def stageSegmentation(segmentation, target, temporaries):
     """Write the segmentation under a temporary name beside ``target`` (storage node kept out of the scene);
     returns [(temporary, target)] for :func:`commit`."""
     storage = segmentation.CreateDefaultStorageNode()
-    temporary = target[: -len(".seg.nrrd")] + ".part.seg.nrrd"
+    temporary = temporaryPath(target, ".seg.nrrd", temporaries)
     storage.SetFileName(temporary)
-    if not storage.WriteData(segmentation) or not os.path.isfile(temporary):
+    if not storage.WriteData(segmentation) or not os.path.getsize(temporary):
         raise RuntimeError(f"could not write {target}")
     return [(temporary, target)]
 
 
-def stageTable(tableNode, target):
-    """Write the measurements table and its schema (column titles, units) under temporary names."""
-    base = target[: -len(MEASUREMENTS)]
-    temporary = base + ".part" + MEASUREMENTS
+def stageTable(tableNode, target, temporaries):
+    """Write the measurements table and its schema (column titles, units; Slicer names it after the
+    table: X.tsv, X.schema.tsv) under temporary names."""
+    temporary = temporaryPath(target, ".tsv", temporaries)
+    schema = temporary[: -len(".tsv")] + ".schema.tsv"
+    temporaries.append(schema)
     storage = slicer.vtkMRMLTableStorageNode()
     storage.SetFileName(temporary)
-    if not storage.WriteData(tableNode) or not os.path.isfile(temporary):
+    if not storage.WriteData(tableNode) or not os.path.getsize(temporary):
         raise RuntimeError(f"could not write {target}")
     staged = [(temporary, target)]
-    if os.path.isfile(base + ".part" + SCHEMA):
-        staged.append((base + ".part" + SCHEMA, base + SCHEMA))
+    if os.path.isfile(schema):
+        staged.append((schema, target[: -len(MEASUREMENTS)] + SCHEMA))
     return staged
 
 
@@ -92,11 +104,11 @@ def commit(staged):
         os.replace(temporary, target)
 
 
-def discard(output, base):
-    """Remove what a failed case left under temporary names."""
-    for name in os.listdir(output):
-        if name.startswith(base + ".part."):
-            os.remove(os.path.join(output, name))
+def discard(temporaries):
+    """Remove what a case left under temporary names (after a failure, or a write that was not renamed)."""
+    for path in temporaries:
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def main(argv):
@@ -152,15 +164,16 @@ def main(argv):
     for index, (inputPath, target, table) in enumerate(zip(inputs, targets, tables), 1):
         print(f"[{index}/{len(inputs)}] {inputPath}", flush=True)
         before = nodeIds()
+        temporaries = []
         try:
             volume = SpineSegUNet.loadVolumeFile(inputPath)
             segmentation = logic.segment(volume, options, show3D=False)
-            staged = stageSegmentation(segmentation, target)
+            staged = stageSegmentation(segmentation, target, temporaries)
             if table is not None:
                 tableNode = SpineSegUNet.measurementsTableOf(segmentation)
                 if tableNode is None:
                     raise RuntimeError("the per-level read-out made no measurements table")
-                staged += stageTable(tableNode, table)
+                staged += stageTable(tableNode, table, temporaries)
                 review, names = SpineSegUNet.readoutLines(tableNode)
                 print(f"  {review}" + (f" {names}" if names else ""), flush=True)
             commit(staged)
@@ -170,7 +183,7 @@ def main(argv):
             logging.error(f"{inputPath}: {exc}")
             print(f"  failed: {exc}", file=sys.stderr, flush=True)
         finally:
-            discard(args.output, os.path.basename(target)[: -len(".seg.nrrd")])
+            discard(temporaries)
             # every node this case added (volume, segmentation, their display and storage nodes), so the
             # scene, and memory, stay flat over any number of cases
             removeNodesAddedSince(before)
