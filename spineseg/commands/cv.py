@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
         check_output_paths(args)
         if main:
             held.enter_context(run_lock(out))
-        if main:
             check_cv_folder(out, base, models, args.folds, resume=args.resume)
         ids = [c.id for c in find_cases(args.data)]
         kfold_split(ids, args.folds, base.seed)  # too few cases: before any caching
